@@ -1,0 +1,157 @@
+"""Entry point: `python -m xsub stage=<stage> task=<task> lang=<lang> ...` (console script `xsub`).
+
+Before Hydra starts any job, every run of the command line (every combination of a `-m` sweep) is
+composed and validated, so a typo fails in a second with one line naming the fix instead of a
+traceback from inside a job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from xsub.config import ConfigError, XsubError, register_configs, validate
+
+log = logging.getLogger("xsub")
+
+# stage name -> module with `run(cfg) -> dict`; a stage exists only once its module does.
+STAGES: dict[str, str] = {
+    "train": "xsub.stages.train",
+    "pipeline": "xsub.stages.pipeline",
+}
+GROUPS = ("task", "lang", "model", "logger", "experiment", "debug")
+
+
+def conf_dir() -> Path:
+    """conf/ of the checkout (editable install) or $XSUB_CONF."""
+    env = os.environ.get("XSUB_CONF")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"no conf/config.yaml at {path}; install with `pip install -e .` or set XSUB_CONF")
+    return path
+
+
+def fail(err: BaseException) -> None:
+    print(f"xsub: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_group_options(overrides: list[str], conf: Path) -> None:
+    """Unknown group options get a one-line error (Hydra's own lists every option over many lines)."""
+    parser = OverridesParser.create()
+    for ov in parser.parse_overrides(overrides):
+        group = ov.key_or_group.lstrip("+~")
+        if group not in GROUPS or ov.is_delete():
+            continue
+        values = ov.value() if ov.is_sweep_override() or isinstance(ov.value(), list) else [ov.value()]
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+        for value in values:
+            for choice in value if isinstance(value, list) else [value]:
+                if choice is None or str(choice) == "null":
+                    continue
+                if not (conf / group / f"{choice}.yaml").is_file():
+                    if group == "lang":
+                        task = _chosen(overrides, "task") or _default_choice(conf, "task")
+                        langs = " ".join(_task_languages(conf, task))
+                        raise ConfigError(
+                            f"unknown language '{choice}' for task {task}; valid: {langs} (or all)"
+                        )
+                    options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+                    raise ConfigError(f"unknown {group} '{choice}'; choose one of: {' '.join(options)}")
+
+
+def _chosen(overrides: list[str], group: str) -> str | None:
+    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == group]
+    return values[-1].split(",")[0] if values else None
+
+
+def _default_choice(conf: Path, group: str) -> str:
+    defaults = OmegaConf.load(conf / "config.yaml").defaults
+    return next(str(d[group]) for d in defaults if isinstance(d, DictConfig) and group in d)
+
+
+def _task_languages(conf: Path, task: str) -> list[str]:
+    node = OmegaConf.load(conf / "task" / f"{task}.yaml")
+    return list(node.task.languages if "task" in node else node.languages)
+
+
+def compose_runs(overrides: list[str], multirun: bool) -> list[DictConfig]:
+    """Compose (and validate) the config of every job the command line would launch."""
+    register_configs(tuple(STAGES))
+    conf = conf_dir()
+    _check_group_options(overrides, conf)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if multirun:
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        jobs = [job for batch in batches for job in batch]
+    else:
+        jobs = [overrides]
+    cfgs = []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        for job in jobs:
+            try:
+                cfg = compose("config", overrides=list(job))
+            except Exception as err:  # Hydra's merge/type errors: first line of the error and its cause
+                msg = str(err).strip().splitlines()[0].rstrip(".")
+                if err.__cause__ is not None:
+                    msg += ": " + str(err.__cause__).strip().splitlines()[0]
+                raise ConfigError(f"{msg} (see `python -m xsub --help`)") from err
+            validate(cfg, tuple(STAGES))
+            cfgs.append(cfg)
+    GlobalHydra.instance().clear()
+    return cfgs
+
+
+def run_stage(cfg: DictConfig) -> dict[str, Any]:
+    """Dispatch one composed config to its stage."""
+    validate(cfg, tuple(STAGES))
+    return importlib.import_module(STAGES[cfg.stage]).run(cfg)
+
+
+def _quiet_libraries() -> None:
+    """Our own log lines say what was loaded; the libraries' per-map progress bars and load reports
+    (new heads initialised, unused MLM head weights) drown them."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
+def _job(cfg: DictConfig) -> None:
+    _quiet_libraries()
+    try:
+        run_stage(cfg)
+    except XsubError as err:
+        fail(err)
+
+
+def main() -> None:
+    register_configs(tuple(STAGES))
+    argv = sys.argv[1:]
+    flags = {a for a in argv if a.startswith("-")}
+    informational = flags & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion"}
+    if not informational:
+        overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+        try:
+            compose_runs(overrides, multirun=bool(flags & {"-m", "--multirun"}))
+        except ConfigError as err:
+            fail(err)
+    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+
+
+if __name__ == "__main__":
+    main()

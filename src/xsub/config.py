@@ -1,0 +1,218 @@
+"""Structured configs: the schema every YAML file in conf/ is validated against.
+
+Each dataclass is registered in Hydra's ConfigStore as the base of its group, so a typo'd key or a
+wrong type fails at composition, before any work. Cross-field rules Hydra cannot express (a language
+the task does not have, a stage that does not exist) live in `validate`, which raises ConfigError with
+one line naming the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+TASK_KINDS = ("classification", "ner", "mlm")
+MODEL_SOURCES = ("hub", "local", "embedded", "package")
+
+
+class XsubError(ValueError):
+    """An error the user can fix; the CLI prints its message as one line (no traceback)."""
+
+
+class ConfigError(XsubError):
+    """Invalid configuration or missing input; the message is one line that names the fix."""
+
+
+@dataclass
+class LangConfig:
+    code: str = MISSING
+    name: str = ""
+    script: str = ""  # ISO 15924, e.g. Latn, Hani, Arab
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    kind: str = MISSING  # classification | ner | mlm
+    source: str = MISSING  # loader family: xnli | paws-x | marc | wikiann | wikipedia | synthetic
+    hub_id: str = ""  # dataset id on the hub; ignored when data.path is set
+    hub_subset: str = "{lang}"  # hub config name, formatted with the language code
+    num_labels: int = 0
+    label_names: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    metric: str = MISSING  # accuracy | span_f1 | perplexity
+    train_split: str = "train"
+    dev_split: str = "validation"
+    test_split: str = "test"
+    text_fields: list[str] = field(default_factory=list)  # informational: input columns of the source
+    builtin: str = ""  # embedded default: folder of the project's generated data (cls | ner | mlm)
+
+
+@dataclass
+class ArchConfig:
+    """Shape of a model built from config (embedded default); ignored for pretrained checkpoints."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 64
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # id used in artifact paths
+    source: str = MISSING  # hub | local | embedded | package
+    path: str = ""  # hub id, local directory, or python package (source=package)
+    family: str = "bert"  # bert | roberta | t5-encoder: which modules the gates hook
+    pretrain_task: str = ""  # embedded: the task whose train-stage output is this model's pretrained weights
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # local directory in the source's own schema instead of the hub
+    max_length: int = 128
+    max_train_examples: int = 0  # 0 = all
+    max_eval_examples: int = 0
+    mlm_probability: float = 0.15
+    split_half: int = 0  # 0 = whole train split; 1 or 2 = that half (for interpolation endpoints)
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2
+    lr: float = 2e-5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    grad_clip: float = 1.0
+    patience: int = 2  # early stopping: epochs without dev improvement
+    max_steps: int = 0  # 0 = no cap
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class PathsConfig:
+    artifacts: str = "${oc.env:XSUB_ARTIFACTS,artifacts}"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "${oc.env:WANDB_PROJECT,xsub}"
+    entity: str = "${oc.env:WANDB_ENTITY,''}"
+    mode: str = "offline"
+    group: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruningConfig:
+    """How stage=prune finds a subnetwork (see ALGORITHMS.md: structured, magnitude, IMP)."""
+
+    method: str = "heads"  # heads | heads_mlp | magnitude | imp
+    n_examples: int = 5000  # pruning data: examples of the one language, sampled by seed
+    batch_size: int = 32
+    heads_per_round: float = 0.1  # fraction of ALL heads masked per round (14 of 144)
+    mlp_per_round: int = 1  # heads_mlp: MLP layers masked per round
+    threshold: float = 0.9  # stop when score < threshold * unpruned (higher-is-better metrics)
+    mlm_threshold: float = 1.1  # MLM: stop when perplexity > mlm_threshold * unpruned
+    max_rounds: int = 0  # 0 = until the threshold
+    normalize_tokens: bool = True  # importance / number of tokens
+    normalize_layers: bool = True  # per layer, divide by the layer's L2 norm
+    normalize_global: bool = True  # min-max to [0, 1] over all heads
+    cumulative_grad: bool = False  # reproduce the seeds' bug: gate gradients never zeroed
+    mlp_units: bool = False  # heads_mlp: gate intermediate units [L, I] instead of whole MLPs [L]
+    weight_fraction_per_round: float = 0.1  # magnitude: share of the remaining weights per round
+    weight_rounds: int = 10  # magnitude: at most this many rounds
+    imp_prune_every: int = 0  # imp: steps between pruning events (0 = once per epoch)
+    imp_final_sparsity: float = 0.9  # imp: sparsity reached at the end of training
+
+
+@dataclass
+class PipelineConfig:
+    """Steps of stage=pipeline: each a list of overrides composed on top of the run's own overrides."""
+
+    steps: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class XsubConfig:
+    stage: str = "train"
+    seed: int = 0
+    force: bool = False  # redo a stage whose artifact already exists
+    task: TaskConfig = MISSING
+    lang: dict[str, LangConfig] = field(default_factory=dict)
+    model: ModelConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    experiment_name: str = ""
+
+
+def task_languages(source: str) -> list[str]:
+    """Language codes a data source has (one table in xsub.languages; the synthetic ones are generated)."""
+    if source == "synthetic":
+        from xsub.data.synthetic import LANGUAGES as SYNTHETIC
+
+        return list(SYNTHETIC)
+    from xsub import languages
+
+    return list(getattr(languages, source.upper().replace("-", "")))
+
+
+def register_configs(stages: tuple[str, ...] = ()) -> None:
+    """Register the schema and the resolvers the YAML files use; idempotent."""
+    ConfigStore.instance().store(name="xsub_schema", node=XsubConfig)
+    if not OmegaConf.has_resolver("xsub_langs"):
+        OmegaConf.register_new_resolver("xsub_langs", task_languages)
+    if not OmegaConf.has_resolver("xsub_stages"):
+        OmegaConf.register_new_resolver("xsub_stages", lambda: ", ".join(stages))
+
+
+def selected_languages(cfg: DictConfig | Any) -> list[str]:
+    """Languages a run covers: the `lang` group selections, with `all` expanded to the task's list."""
+    codes = list(cfg.lang.keys())
+    if "all" in codes:
+        return list(cfg.task.languages)
+    return codes
+
+
+def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
+    """Cross-field checks that must pass before any work starts."""
+    if cfg.stage not in stages:
+        raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(stages)}")
+    task = cfg.task
+    if task.kind not in TASK_KINDS:
+        raise ConfigError(f"task {task.name}: kind '{task.kind}' is not one of {', '.join(TASK_KINDS)}")
+    if cfg.model.source not in MODEL_SOURCES:
+        raise ConfigError(f"model {cfg.model.name}: source must be one of {', '.join(MODEL_SOURCES)}")
+    if not cfg.lang:
+        raise ConfigError("no language selected; pass lang=<code>, lang=[a,b] or lang=all")
+    for code in cfg.lang:
+        if code != "all" and code not in task.languages:
+            raise ConfigError(f"task {task.name} has no language '{code}'; valid: {' '.join(task.languages)}")
+    if cfg.data.split_half not in (0, 1, 2):
+        raise ConfigError(f"data.split_half must be 0, 1 or 2, got {cfg.data.split_half}")
+    if not 0.0 < cfg.data.mlm_probability < 1.0:
+        raise ConfigError(f"data.mlm_probability must be in (0, 1), got {cfg.data.mlm_probability}")
+    if cfg.train.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

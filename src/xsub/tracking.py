@@ -1,0 +1,81 @@
+"""Experiment tracking: Weights & Biases (offline by default) or nothing.
+
+`logger=none` never imports wandb. Offline runs are written under <artifacts>/wandb (WANDB_DIR) and
+uploaded later with `wandb sync <artifacts>/wandb/offline-run-*`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from xsub import artifacts
+
+log = logging.getLogger(__name__)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """No-op tracker; `WandbTracker` overrides what it records."""
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        pass
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbTracker(Tracker):
+    def __init__(self, cfg: DictConfig, job_type: str, name: str, group: str) -> None:
+        import wandb
+
+        wandb_dir = artifacts.root(cfg) / "wandb"
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_DIR", str(wandb_dir))
+        lg = cfg.logger
+        self.run = wandb.init(
+            project=lg.project or "xsub",
+            entity=lg.entity or None,
+            mode=os.environ.get("WANDB_MODE", lg.mode),
+            name=name,
+            group=lg.group or group,
+            job_type=job_type,
+            tags=list(lg.tags),
+            config=_flatten(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
+            dir=str(Path(os.environ["WANDB_DIR"])),
+            reinit="finish_previous",
+        )
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.run.log(_flatten(metrics), step=step)
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        self.run.summary.update(_flatten(metrics))
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def start(cfg: DictConfig, job_type: str, name: str, group: str = "") -> Tracker:
+    if cfg.logger.name == "none":
+        return Tracker()
+    if cfg.logger.name == "wandb":
+        return WandbTracker(cfg, job_type, name, group)
+    raise ValueError(f"unknown logger {cfg.logger.name}")

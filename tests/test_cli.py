@@ -1,0 +1,81 @@
+"""The command line: config groups compose, bad input fails before any work with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import make_cfg
+
+from xsub.__main__ import compose_runs
+from xsub.config import ConfigError, selected_languages
+
+
+def xsub(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "xsub", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_language_the_task_lacks_is_one_line_naming_the_valid_ones():
+    res = xsub("stage=train", "task=wikiann", "lang=xx")
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "unknown language 'xx' for task wikiann" in lines[0]
+    assert " de " in lines[0] and "zh-min-nan" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["stage=nope"], "unknown stage 'nope'"),
+        (["task=nli"], "unknown task 'nli'"),
+        (["task=xnli", "lang=ja"], "task xnli has no language 'ja'"),
+        (["task=marc", "lang=[de,ko]"], "task marc has no language 'ko'"),
+        (["seed=abc"], "could not be converted to Integer"),
+        (["train.lrr=1"], "Key 'lrr' not in"),
+        (["model=gpt9"], "unknown model 'gpt9'"),
+        (["data.split_half=3"], "data.split_half must be 0, 1 or 2"),
+    ],
+)
+def test_bad_input_is_a_single_line_config_error(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        compose_runs(overrides, multirun=False)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_sweep_is_checked_job_by_job_before_launch():
+    with pytest.raises(ConfigError, match="no language 'ja'"):
+        compose_runs(["task=xnli", "lang=de,ja", "seed=0,1"], multirun=True)
+    cfgs = compose_runs(["task=xnli", "lang=de,fr", "seed=0,1"], multirun=True)
+    assert sorted((selected_languages(c)[0], c.seed) for c in cfgs) == [("de", 0), ("de", 1), ("fr", 0), ("fr", 1)]
+
+
+def test_language_selection_single_list_and_all():
+    assert selected_languages(make_cfg("task=xnli", "lang=de")) == ["de"]
+    assert selected_languages(make_cfg("task=paws-x", "lang=[de,ja]")) == ["de", "ja"]
+    assert len(selected_languages(make_cfg("task=wikiann", "lang=all"))) == 176
+    assert selected_languages(make_cfg("task=xnli", "lang=all"))[:2] == ["ar", "bg"]
+    assert make_cfg("task=wikiann", "lang=zh-min-nan").lang["zh-min-nan"].script
+
+
+def test_help_lists_groups_and_cfg_prints_the_config():
+    res = xsub("--help")
+    assert res.returncode == 0
+    for group in ("task:", "model:", "lang:", "experiment:", "debug:", "logger:"):
+        assert group in res.stdout
+    assert "Stages: train" in res.stdout
+    res = xsub("task=xnli", "lang=de", "model=xlmr-base", "--cfg", "job")
+    assert res.returncode == 0
+    assert "hub_id: facebook/xnli" in res.stdout and "path: FacebookAI/xlm-roberta-base" in res.stdout
+
+
+def test_console_script_is_the_module():
+    exe = os.path.join(os.path.dirname(sys.executable), "xsub")
+    res = subprocess.run([exe, "stage=nope"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "unknown stage 'nope'" in res.stderr
