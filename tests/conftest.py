@@ -55,3 +55,16 @@ def pretrained_root(artifact_root) -> str:
         )
     )
     return artifact_root
+
+
+@pytest.fixture(scope="session")
+def finetuned_root(pretrained_root) -> str:
+    """...plus the embedded model finetuned on synth-cls (debug sizes)."""
+    from xsub.__main__ import run_stage
+
+    run_stage(
+        make_cfg(
+            "stage=train", "task=synth-cls", "lang=all", "debug=tiny", f"paths.artifacts={pretrained_root}"
+        )
+    )
+    return pretrained_root

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_cfg
 
+from conftest import make_cfg
 from xsub.__main__ import compose_runs
 from xsub.config import ConfigError, selected_languages
 
@@ -53,7 +53,12 @@ def test_sweep_is_checked_job_by_job_before_launch():
     with pytest.raises(ConfigError, match="no language 'ja'"):
         compose_runs(["task=xnli", "lang=de,ja", "seed=0,1"], multirun=True)
     cfgs = compose_runs(["task=xnli", "lang=de,fr", "seed=0,1"], multirun=True)
-    assert sorted((selected_languages(c)[0], c.seed) for c in cfgs) == [("de", 0), ("de", 1), ("fr", 0), ("fr", 1)]
+    assert sorted((selected_languages(c)[0], c.seed) for c in cfgs) == [
+        ("de", 0),
+        ("de", 1),
+        ("fr", 0),
+        ("fr", 1),
+    ]
 
 
 def test_language_selection_single_list_and_all():

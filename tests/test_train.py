@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cfg
 from safetensors.torch import load_file
 
+from conftest import make_cfg
 from xsub import tracking
 from xsub.__main__ import run_stage
 from xsub.config import XsubError
@@ -97,7 +97,7 @@ def test_nan_loss_is_one_clear_error(pretrained_root, tmp_path, monkeypatch):
         "debug=tiny",
         f"paths.artifacts={_fresh_root(tmp_path, pretrained_root, 'n')}",
     )
-    with pytest.raises(XsubError, match="loss is nan .* lower train.lr") as err:
+    with pytest.raises(XsubError, match=r"loss is nan .* lower train\.lr") as err:
         run_stage(cfg)
     assert "\n" not in str(err.value)
 

@@ -28,6 +28,7 @@ log = logging.getLogger("xsub")
 # stage name -> module with `run(cfg) -> dict`; a stage exists only once its module does.
 STAGES: dict[str, str] = {
     "train": "xsub.stages.train",
+    "prune": "xsub.stages.prune",
     "pipeline": "xsub.stages.pipeline",
 }
 GROUPS = ("task", "lang", "model", "logger", "experiment", "debug")
@@ -129,6 +130,7 @@ def _quiet_libraries() -> None:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
 
 def _job(cfg: DictConfig) -> None:

@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 TASK_KINDS = ("classification", "ner", "mlm")
 MODEL_SOURCES = ("hub", "local", "embedded", "package")
+PRUNING_METHODS = ("heads", "heads_mlp", "magnitude", "imp")
 
 
 class XsubError(ValueError):
@@ -138,6 +139,8 @@ class PruningConfig:
     weight_rounds: int = 10  # magnitude: at most this many rounds
     imp_prune_every: int = 0  # imp: steps between pruning events (0 = once per epoch)
     imp_final_sparsity: float = 0.9  # imp: sparsity reached at the end of training
+    imp_weight_init: str = "pre"  # imp: pre (pretrained) | rand (re-initialised, seeded)
+    model_seed: int = -1  # seed of the finetuned model to prune; -1 = the run's seed
 
 
 @dataclass
@@ -210,6 +213,9 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         raise ConfigError(f"data.split_half must be 0, 1 or 2, got {cfg.data.split_half}")
     if not 0.0 < cfg.data.mlm_probability < 1.0:
         raise ConfigError(f"data.mlm_probability must be in (0, 1), got {cfg.data.mlm_probability}")
+    if cfg.pruning.method not in PRUNING_METHODS:
+        methods = ", ".join(PRUNING_METHODS)
+        raise ConfigError(f"unknown pruning '{cfg.pruning.method}'; choose one of {methods}")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
 

@@ -104,6 +104,22 @@ def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def score_batches(
+    model, loader, metric: TaskMetric, device: torch.device, precision: str = "auto"
+) -> dict[str, float]:
+    """Metric of `model` (with whatever gates or weight masks are applied) over ready batches."""
+    was_training = model.training
+    model.eval()
+    metric.reset()
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            logits = forward_logits(model, batch)
+        metric.update(logits, batch["labels"])
+    model.train(was_training)
+    return metric.compute()
+
+
 def evaluate(
     model,
     ds,
@@ -114,19 +130,10 @@ def evaluate(
     precision: str = "auto",
     seed: int = 0,
 ) -> dict[str, float]:
-    """Metric of `model` (with whatever gates are attached) on one dataset. MLM masks are drawn from a
-    generator reseeded here, so every evaluation of the same data masks the same tokens."""
-    was_training = model.training
-    model.eval()
-    metric.reset()
+    """Metric of `model` on one dataset. MLM masks are drawn from a generator reseeded here, so every
+    evaluation of the same data masks the same tokens."""
     collate.reseed(seed)
-    for batch in batches(ds, collate, batch_size):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device, precision):
-            logits = forward_logits(model, batch)
-        metric.update(logits, batch["labels"])
-    model.train(was_training)
-    return metric.compute()
+    return score_batches(model, batches(ds, collate, batch_size), metric, device, precision)
 
 
 @dataclass
@@ -163,6 +170,7 @@ def fit(
     seed: int,
     fingerprint: str,
     on_epoch_end: Callable[[FitState], None] | None = None,
+    on_step_end: Callable[[FitState], None] | None = None,
 ) -> FitState:
     """Train with early stopping on the mean dev metric over `dev_sets` (language -> dataset).
 
@@ -218,6 +226,8 @@ def fit(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+            if on_step_end is not None:
+                on_step_end(state)
             running += loss.item()
             bar.set_postfix(loss=f"{running / (i + 1):.4f}")
             if train_cfg.max_steps and state.step >= total:

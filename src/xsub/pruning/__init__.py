@@ -1,0 +1,1 @@
+"""Finding subnetworks: structured (heads, MLPs) by gate-gradient importance, and magnitude pruning."""
