@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,11 @@ def test_console_script_is_the_module():
     exe = os.path.join(os.path.dirname(sys.executable), "xsub")
     res = subprocess.run([exe, "stage=nope"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "unknown stage 'nope'" in res.stderr
+
+
+def test_artifact_root_follows_the_environment(monkeypatch, tmp_path):
+    from xsub import artifacts
+
+    monkeypatch.setenv("XSUB_ARTIFACTS", str(tmp_path / "store"))
+    assert artifacts.root(make_cfg("task=xnli", "lang=de")) == tmp_path / "store"
+    assert artifacts.root(make_cfg("task=xnli", "lang=de", "paths.artifacts=/x/y")) == Path("/x/y")

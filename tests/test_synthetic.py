@@ -49,14 +49,21 @@ def test_layout(data: Path) -> None:
 
 def test_same_seed_identical_other_seed_differs(data: Path, tmp_path: Path) -> None:
     again = syn.ensure_synthetic(tmp_path / "b", seed=3, **SMALL)
-    for rel in _files(data):
-        assert pq.read_table(data / rel).equals(pq.read_table(again / rel)), rel
-    assert (data / "tokenizer" / "tokenizer.json").read_bytes() == (
-        again / "tokenizer" / "tokenizer.json"
-    ).read_bytes()
+    written = sorted(p.relative_to(data) for p in data.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for rel in written:
+        assert (data / rel).read_bytes() == (again / rel).read_bytes(), rel
     other = syn.ensure_synthetic(tmp_path / "c", seed=4, **SMALL)
-    rel = Path("cls") / "xsvo" / "train.parquet"
-    assert not pq.read_table(data / rel).equals(pq.read_table(other / rel))
+    for rel in [*_files(data), Path("tokenizer") / "tokenizer.json"]:
+        assert (data / rel).read_bytes() != (other / rel).read_bytes(), rel
+
+
+def test_language_table() -> None:
+    for code, spec in syn.LANGUAGES.items():
+        assert code.isalnum() and code.islower() and len(code) > 3  # no real ISO 639 code has 4+ letters
+        assert {"name", "order", "script"} <= set(spec) and spec["script"] == "Qaaa"
+    assert len({spec["order"] for spec in syn.LANGUAGES.values()}) >= 3
+    assert all(langs == list(syn.LANGUAGES) for langs in syn.TASK_LANGUAGES.values())
 
 
 # Written out rather than taken from the module: these are the real sources' schemas (DATASETS.md).

@@ -12,7 +12,7 @@ benchmark the project makes itself, where cross-lingual sharing is known by cons
 - The classification label is the semantic category of the *agent* (person / animal / object); the
   patient is always of another category and a companion ("with X") of any. A bag of words sees the
   categories but not the roles (sentences may also be passive), so it cannot exceed `bow_ceiling()`
-  (~0.48, chance 1/3) while a structure-aware model reaches ~1: attention heads matter.
+  (0.487, chance 1/3) while a reader of the structure gets 1: attention heads matter.
 - Named entities (PER / ORG / LOC, BIO tags) share one pool of name stems, so a bare stem is a person,
   a place or a company depending on its context.
 
@@ -197,8 +197,10 @@ class FrameParams:
     p_same_category: float = 0.0  # agent and patient of the same category (raises the BoW ceiling)
 
 
-# Tuned so the embedded BERT learns the classification task in about a minute on 2 CPU cores.
-CLS_PARAMS = FrameParams(p_simple=0.4, p_name=0.2, bare_surname=False, p_comp=0.4)
+# Tuned so the embedded BERT (4 layers, d=64) learns the classification task in about a minute on 2 CPU
+# cores, for every seed tried: simple frames show the order; with more passives (0.4) and fewer simple
+# frames (0.3) it stayed on a plateau (simple frames right, the rest at the bag-of-words ceiling).
+CLS_PARAMS = FrameParams(p_simple=0.4, p_name=0.2, bare_surname=False, p_passive=0.15, p_comp=0.4)
 NER_PARAMS = FrameParams(p_simple=0.0, p_name=0.7, p_comp=0.3, p_loc=0.6, p_org=0.5)
 TEXT_PARAMS = FrameParams(p_simple=0.3, p_name=0.4, p_comp=0.3, p_loc=0.4, p_org=0.3)  # MLM, parallel
 
@@ -306,13 +308,17 @@ def build_lexicon(seed: int, lang: str) -> dict[str, str]:
     """Word forms from the language's own CV syllables: one syllable for function words, 2-3 otherwise.
 
     Languages use disjoint consonant sets and every syllable has a consonant, so no word is shared.
+    Grammatical words the language lacks (a determiner, the agent particle) get no entry.
     """
-    consonants = LANGUAGES[lang]["consonants"]
-    syllables = [c + v for c in consonants for v in VOWELS]
+    spec = LANGUAGES[lang]
+    syllables = [c + v for c in spec["consonants"] for v in VOWELS]
     rng = _rng(seed, "lexicon", lang)
     lexicon: dict[str, str] = {}
     used: set[str] = set()
+    lacks = {cid for cid, has in (("fn:det", spec["det"]), ("fn:erg", spec["case"])) if not has}
     for cid in concept_ids():
+        if cid in lacks:
+            continue
         n_syl = 1 if cid.startswith("fn:") else 0
         while True:
             size = n_syl or int(rng.integers(2, 4))
@@ -520,6 +526,7 @@ def build_tokenizer(lexicons: dict[str, dict[str, str]]) -> PreTrainedTokenizerF
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=MAX_LENGTH,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # BERT's, for sentence pairs
     )
 
 
