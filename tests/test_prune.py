@@ -41,6 +41,7 @@ def test_prune_writes_a_mask_that_really_removes_heads(finetuned_root):
     assert result["heads_kept"] == mask.num_heads_kept < mask.heads.numel()
     history = json.loads(path.with_name("seed0.history.json").read_text())
     assert [r["round"] for r in history] == [0, 1, 2, 3]
+    assert not path.with_name("seed0.state").exists()  # resume state is gone once the mask is saved
 
     model, tok = load_finetuned(prune_stage.finetuned_dir(cfg) / "model", "classification")
     batch = prune_stage.pruning_batches(cfg, "xsov", tok)[0]
@@ -128,9 +129,11 @@ def test_heads_mlp_and_magnitude_methods(finetuned_root):
 
 
 def test_imp_prunes_while_finetuning_from_pretrained(finetuned_root):
+    # seed 5 has no finetuned model: IMP starts from the pretrained one and must not need it
     cfg = make_cfg(
         *TINY,
         "lang=xsvo",
+        "seed=5",
         "pruning=imp",
         "pruning.imp_final_sparsity=0.5",
         "train.epochs=2",

@@ -10,6 +10,7 @@ checkpointed, so a killed job resumes at its last round and ends with the identi
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,25 +85,21 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
             log.info("already pruned: %s (force=true to redo)", path)
             return _summary(Mask.load(path), seconds=0.0)
         start = time.perf_counter()
-        source = finetuned_dir(cfg) / "model"
-        model, tokenizer = load_finetuned(source, cfg.task.kind)
+        if cfg.force:
+            _clear_state(path)
         meta = MaskMeta(
             model_id=cfg.model.name,
-            config_hash=config_hash(model),
             task=cfg.task.name,
             lang=lang,
             seed=cfg.seed,
             method=cfg.pruning.method,
-            extra={
-                "finetuned": str(source),
-                "model_seed": model_seed(cfg),
-                "n_examples": cfg.pruning.n_examples,
-            },
+            extra={"model_seed": model_seed(cfg), "n_examples": cfg.pruning.n_examples},
         )
         tracker = tracking.start(cfg, "prune", name=f"prune-{cfg.task.name}-{lang}-s{cfg.seed}")
-        masks = METHODS[cfg.pruning.method](cfg, lang, model, tokenizer, meta, path, tracker)
+        masks = METHODS[cfg.pruning.method](cfg, lang, meta, path, tracker)
         for mask in masks:
             mask.save(mask_path(cfg, lang, mask.meta.method))
+        _clear_state(path)  # the masks are saved: the per-round state has done its job
         summary = _summary(masks[0], seconds=time.perf_counter() - start)
         tracker.summary(summary)
         tracker.finish()
@@ -110,13 +107,32 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
 
 
 def _state(path: Path) -> Path:
-    """Loop state of a running prune (deleted when the mask is saved)."""
+    """Loop state of a running prune, so a killed job resumes at its last round."""
     return path.with_name(path.name.replace(".safetensors", ".state"))
 
 
-def _structured(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
+def _clear_state(path: Path) -> None:
+    _state(path).unlink(missing_ok=True)
+    shutil.rmtree(_segments(path), ignore_errors=True)
+
+
+def _segments(path: Path) -> Path:
+    """IMP: checkpoints of the training segments between pruning events."""
+    return _state(path).with_suffix(".segments")
+
+
+def _finetuned(cfg: DictConfig, meta: MaskMeta) -> tuple[Any, Any, torch.device]:
+    """The finetuned model to prune (structured and magnitude pruning), on the run's device."""
+    source = finetuned_dir(cfg) / "model"
+    model, tokenizer = load_finetuned(source, cfg.task.kind)
+    meta.config_hash = config_hash(model)
+    meta.extra["finetuned"] = str(source)
     device = pick_device(cfg.train.device)
-    model.to(device)
+    return model.to(device), tokenizer, device
+
+
+def _structured(cfg, lang, meta, path, tracker) -> list[Mask]:
+    model, tokenizer, device = _finetuned(cfg, meta)
     loader = pruning_batches(cfg, lang, tokenizer)
     result = prune_heads(
         model,
@@ -137,9 +153,8 @@ def _structured(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
     return [mask]
 
 
-def _magnitude(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
-    device = pick_device(cfg.train.device)
-    model.to(device)
+def _magnitude(cfg, lang, meta, path, tracker) -> list[Mask]:
+    model, tokenizer, device = _finetuned(cfg, meta)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
     result = magnitude_prune(
@@ -156,7 +171,7 @@ def _magnitude(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
     return [result.mask, result.random, result.bad]
 
 
-def _imp(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
+def _imp(cfg, lang, meta, path, tracker) -> list[Mask]:
     """Seed 002: IMP with rewinding while finetuning the *pretrained* model on this language."""
     root = artifacts.root(cfg)
     model, tokenizer = load_model(cfg.model, cfg.task.kind, cfg.task.num_labels, root, seed=cfg.seed)
@@ -166,7 +181,7 @@ def _imp(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
     metric = task_metric(cfg.task)
     steps_per_epoch = -(-len(train) // cfg.train.batch_size)
     events = imp_num_events(cfg.pruning, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch)
-    ckpt = _state(path).with_suffix(".segments")
+    ckpt = _segments(path)
 
     def train_fn(m, seg: Segment) -> float | None:
         seg_cfg = OmegaConf.merge(cfg.train, {"epochs": 1, "patience": 0, "max_steps": seg.steps or 0})
@@ -194,7 +209,7 @@ def _imp(cfg, lang, model, tokenizer, meta, path, tracker) -> list[Mask]:
         weight_init=cfg.pruning.imp_weight_init,
         seed=cfg.seed,
         state_path=_state(path),
-        meta=MaskMeta(**{**meta.to_dict(), "config_hash": config_hash(model)}),
+        meta=MaskMeta.from_dict({**meta.to_dict(), "config_hash": config_hash(model)}),
         on_event=lambda h: tracker.log(h),
     )
     _write_json(path, "history", result.history)
