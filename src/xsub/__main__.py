@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from xsub.config import ConfigError, XsubError, register_configs, validate
+from xsub.config import ConfigError, XsubError, conf_dir, register_configs, validate
 
 log = logging.getLogger("xsub")
 
@@ -29,18 +28,10 @@ log = logging.getLogger("xsub")
 STAGES: dict[str, str] = {
     "train": "xsub.stages.train",
     "prune": "xsub.stages.prune",
+    "analyze": "xsub.stages.analyze",
     "pipeline": "xsub.stages.pipeline",
 }
-GROUPS = ("task", "lang", "model", "logger", "experiment", "debug")
-
-
-def conf_dir() -> Path:
-    """conf/ of the checkout (editable install) or $XSUB_CONF."""
-    env = os.environ.get("XSUB_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"no conf/config.yaml at {path}; install with `pip install -e .` or set XSUB_CONF")
-    return path
+GROUPS = ("task", "lang", "model", "pruning", "analysis", "logger", "experiment", "debug")
 
 
 def fail(err: BaseException) -> None:

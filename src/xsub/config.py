@@ -8,7 +8,9 @@ one line naming the fix.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -17,6 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 TASK_KINDS = ("classification", "ner", "mlm")
 MODEL_SOURCES = ("hub", "local", "embedded", "package")
 PRUNING_METHODS = ("heads", "heads_mlp", "magnitude", "imp")
+ANALYSES = ("overlap", "crosseval", "cka", "stitch", "importance_tsne", "token_overlap")
+CKA_SIDES = ("own", "full", "random")
 
 
 class XsubError(ValueError):
@@ -151,6 +155,37 @@ class PipelineConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """What stage=analyze compares (ALGORITHMS.md "Analyses"); inputs come from the artifact store by
+    (model, task, lang, pruning, seed). Each conf/analysis/<name>.yaml sets `name` and its defaults."""
+
+    name: str = "overlap"  # overlap | crosseval | cka | stitch | importance_tsne | token_overlap
+    tasks: list[str] = field(default_factory=list)  # tasks compared; [] = the run's task
+    seeds: list[int] = field(default_factory=list)  # seeds (mean ± std, seed-to-seed); [] = the run's seed
+    split: str = "dev"  # crosseval / stitch: the split evaluated (dev | test)
+    random_baseline: bool = True  # crosseval: also a random mask of the same size per language
+    sides: list[str] = field(default_factory=lambda: ["own", "full"])  # cka: own mask | full | random
+    pooling: str = "first"  # cka: first token (seed 000) | mean over the attention mask (seed 001)
+    parallel_source: str = "auto"  # auto | synthetic | xnli | paws-x | flores | <dir of <lang>.parquet>
+    parallel_split: str = "test"
+    parallel_path: str = ""  # local files in the source's hub layout instead of the hub
+    n_sentences: int = 1000  # cka / token_overlap: parallel sentences (seed 000: 8192; seed 001: 1000-5000)
+    batch_size: int = 64
+    memory_gb: float = 4.0  # cka: accumulator memory per pass over the sentences
+    layers: list[int] = field(default_factory=list)  # stitch: layers 0..L (0 = embeddings); [] = all
+    front_mask: str = "own"  # stitch: own | shuffled (across layers) | no_heads
+    pairs: str = "self"  # stitch: self (A->A) | all (every ordered pair A->B)
+    end_task: str = ""  # stitch: the end model's task; "" = the run's task
+    epochs: int = 10  # stitch: Adam lr -> min_lr (cosine) on the end model's task loss
+    lr: float = 3e-4
+    min_lr: float = 1e-5
+    ls_tokens: int = 50000  # stitch: tokens for the least-squares initialisation
+    train_examples: int = 2000  # stitch: training examples of the end language
+    perplexity: float = 10.0  # importance_tsne
+    reference: str = "en"  # token_overlap: reference language; if the task lacks it, its first language
+
+
+@dataclass
 class XsubConfig:
     stage: str = "train"
     seed: int = 0
@@ -164,6 +199,7 @@ class XsubConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment_name: str = ""
 
 
@@ -176,6 +212,30 @@ def task_languages(source: str) -> list[str]:
     from xsub import languages
 
     return list(getattr(languages, source.upper().replace("-", "")))
+
+
+def conf_dir() -> Path:
+    """conf/ of the checkout (editable install) or $XSUB_CONF."""
+    env = os.environ.get("XSUB_CONF")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"no conf/config.yaml at {path}; install with `pip install -e .` or set XSUB_CONF")
+    return path
+
+
+def group_option(group: str, name: str) -> DictConfig:
+    """One option of a config group as its node (e.g. another task for a cross-task analysis)."""
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        options = " ".join(sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
+        raise ConfigError(f"unknown {group} '{name}'; choose one of: {options}")
+    node = OmegaConf.load(path)
+    return node.get(group, node)  # `# @package _global_` files nest their content under the group
+
+
+def task_config(name: str) -> DictConfig:
+    """The validated TaskConfig of task `name` from conf/task/."""
+    return OmegaConf.merge(OmegaConf.structured(TaskConfig), group_option("task", name))
 
 
 def register_configs(stages: tuple[str, ...] = ()) -> None:
@@ -216,6 +276,20 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     if cfg.pruning.method not in PRUNING_METHODS:
         methods = ", ".join(PRUNING_METHODS)
         raise ConfigError(f"unknown pruning '{cfg.pruning.method}'; choose one of {methods}")
+    an = cfg.analysis
+    if an.name not in ANALYSES:
+        raise ConfigError(f"unknown analysis '{an.name}'; choose one of {', '.join(ANALYSES)}")
+    if an.pooling not in ("first", "mean"):
+        raise ConfigError(f"analysis.pooling must be first or mean, got '{an.pooling}'")
+    for side in an.sides:
+        if side not in CKA_SIDES:
+            raise ConfigError(f"analysis.sides: unknown '{side}'; use any of {', '.join(CKA_SIDES)}")
+    if an.front_mask not in ("own", "shuffled", "no_heads"):
+        raise ConfigError(f"analysis.front_mask must be own, shuffled or no_heads, got '{an.front_mask}'")
+    if an.pairs not in ("self", "all"):
+        raise ConfigError(f"analysis.pairs must be self or all, got '{an.pairs}'")
+    if an.split not in ("dev", "test"):
+        raise ConfigError(f"analysis.split must be dev or test, got '{an.split}'")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
 

@@ -30,6 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from xsub.artifacts import atomic_path, lock
+from xsub.config import XsubError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ FIX_CONVERT = (
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|block|h)\.(\d+)\.")
 
 
-class MaskError(ValueError):
+class MaskError(XsubError):
     """A mask file or mask operation that cannot be trusted; the message is one line naming the fix."""
 
 

@@ -38,6 +38,12 @@ class Tracker:
     def summary(self, metrics: dict[str, Any]) -> None:
         pass
 
+    def table(self, name: str, frame: Any) -> None:
+        """A tidy result table (pandas DataFrame)."""
+
+    def image(self, name: str, path: Path) -> None:
+        """A figure already saved as PNG."""
+
     def finish(self) -> None:
         pass
 
@@ -68,6 +74,16 @@ class WandbTracker(Tracker):
 
     def summary(self, metrics: dict[str, Any]) -> None:
         self.run.summary.update(_flatten(metrics))
+
+    def table(self, name: str, frame: Any) -> None:
+        import wandb
+
+        self.run.log({f"table/{name}": wandb.Table(dataframe=frame)})
+
+    def image(self, name: str, path: Path) -> None:
+        import wandb
+
+        self.run.log({f"figure/{name}": wandb.Image(str(path))})
 
     def finish(self) -> None:
         self.run.finish()
