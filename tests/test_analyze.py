@@ -19,7 +19,7 @@ from xsub.analysis.overlap import layer_overlap, pairwise_jaccard, pearson
 from xsub.config import ConfigError
 from xsub.data import load_split
 from xsub.data.encode import encode
-from xsub.mask import Mask, MaskMeta
+from xsub.mask import Mask, MaskError, MaskMeta
 from xsub.metrics import TaskMetric
 from xsub.model import attach_gates, get_gates, load_finetuned
 from xsub.trainer import Collator, evaluate
@@ -190,6 +190,11 @@ def test_masked_applies_heads_and_weights_and_restores_the_model(finetuned_root)
     assert torch.equal(w, before)
     assert torch.allclose(model(**batch).logits, full)  # gates open again after the block
     assert get_gates(model) is not None and bool((get_gates(model).head == 1).all())
+    with (
+        pytest.raises(MaskError, match=r"has 3×4 heads, the model 2×4"),
+        masked(model, Mask(torch.ones(3, 4))),
+    ):
+        pass
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def run(inputs: Inputs) -> Result:
         metric = inputs.metric(task)
         for seed in inputs.seeds:
             masks = {lang: inputs.mask(task, lang, seed) for lang in inputs.langs}
-            model, tokenizer = inputs.model(task, seed, check=next(iter(masks.values())))
+            model, tokenizer = inputs.model(task, inputs.model_seed(list(masks.values()), seed))
             data = {lang: inputs.batches(task, lang, an.split, tokenizer) for lang in inputs.langs}
             candidates = [("full", "-", None)]
             for lang, mask in masks.items():

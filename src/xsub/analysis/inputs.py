@@ -23,7 +23,7 @@ from xsub.data.parallel import load_parallel
 from xsub.data.synthetic import ensure_synthetic
 from xsub.mask import Mask
 from xsub.metrics import TaskMetric, task_metric
-from xsub.model import config_hash, load_finetuned
+from xsub.model import load_finetuned
 from xsub.trainer import Collator, pick_device
 
 Key = tuple[str, str, int]  # (task, lang, seed)
@@ -133,6 +133,15 @@ class Inputs:
             )
         return masks
 
+    def model_seed(self, masks: list[Mask], seed: int) -> int:
+        """Seed of the finetuned model these masks were pruned from (prune's `pruning.model_seed`)."""
+        seeds = {int(m.meta.extra.get("model_seed", seed)) for m in masks}
+        if len(seeds) > 1:
+            raise ConfigError(
+                f"masks of seed {seed} were pruned from different finetuned models (seeds {seeds})"
+            )
+        return seeds.pop() if seeds else seed
+
     def history_path(self, task: str, lang: str, seed: int) -> Path:
         path = self.mask_path(task, lang, seed)
         return path.with_name(path.name.replace(".safetensors", ".history.safetensors"))
@@ -151,12 +160,10 @@ class Inputs:
     def tokenizer(self, task: str, seed: int) -> Any:
         return AutoTokenizer.from_pretrained(self.finetuned_dir(task, seed))
 
-    def model(self, task: str, seed: int, check: Mask | None = None) -> tuple[Any, Any]:
+    def model(self, task: str, seed: int) -> tuple[Any, Any]:
         """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device."""
         path = self.finetuned_dir(task, seed)
         model, tokenizer = load_finetuned(path, self.task(task).kind)
-        if check is not None and check.meta.config_hash and check.meta.config_hash != config_hash(model):
-            raise ConfigError(f"mask {check!r} was not made for the model at {path}; re-prune it")
         return model.to(self.device).eval(), tokenizer
 
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:

@@ -78,7 +78,7 @@ def per_layer_kept(masks: Mapping[Key, Mask], parts: list[str]) -> pd.DataFrame:
 
 
 def layer_overlap(masks: Mapping[Key, Mask], parts: list[str]) -> pd.DataFrame:
-    """Per seed and layer: units kept by every mask / units kept by any mask (NaN if none kept)."""
+    """Per seed and layer (0-based, as mask rows): units kept by every mask / by any (NaN if none kept)."""
     rows = []
     for seed in sorted({k[2] for k in masks}):
         group = [m for k, m in masks.items() if k[2] == seed]

@@ -433,8 +433,10 @@ def run(inputs: Inputs) -> Result:
     metric = inputs.metric(end_task)
     rows = []
     for seed in inputs.seeds:
-        front, _ = inputs.model(front_task, seed)
-        end, tokenizer = inputs.model(end_task, seed)
+        front_seed = inputs.model_seed([inputs.mask(front_task, lang, seed) for lang in inputs.langs], seed)
+        end_seed = inputs.model_seed([inputs.mask(end_task, lang, seed) for lang in inputs.langs], seed)
+        front, _ = inputs.model(front_task, front_seed)
+        end, tokenizer = inputs.model(end_task, end_seed)
         num_layers = len(encoder_layers(front))
         layers = list(an.layers) or list(range(num_layers + 1))
         for k in layers:
