@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from conftest import make_cfg
 from xsub.__main__ import run_stage
 from xsub.analysis import masked
+from xsub.analysis.cka import gram_cka, pooled_hidden_states
+from xsub.analysis.inputs import Inputs
 from xsub.analysis.overlap import layer_overlap, pairwise_jaccard, pearson
 from xsub.config import ConfigError
 from xsub.data import load_split
@@ -63,8 +65,6 @@ def analyze(store: str, name: str, *extra: str) -> tuple[dict, Path]:
         *extra,
     )
     done = run_stage(cfg)
-    from xsub.analysis.inputs import Inputs
-
     return done, Inputs(cfg).out
 
 
@@ -256,3 +256,40 @@ def test_token_overlap_of_disjoint_synthetic_lexicons_is_zero(store):
     assert table.loc["xsvo"].type_overlap == 1.0
     assert (table.drop("xsvo").type_overlap == 0.0).all()  # disjoint lexicons, by construction
     assert table.sentences.iloc[0] == 1000
+
+
+def test_cka_end_to_end_equals_the_gram_formula_on_the_model_representations(store):
+    args = ("lang=[xsvo,xsov]", "analysis.n_sentences=64", "analysis.batch_size=24", "analysis.pooling=mean")
+    _done, out = analyze(store, "cka", *args)
+    table = pd.read_csv(out / "cka.csv")
+    pairs = set(zip(table.lang_a + "/" + table.mask_a, table.lang_b + "/" + table.mask_b))
+    assert pairs == {
+        ("xsvo/own", "xsvo/full"),
+        ("xsvo/own", "xsov/own"),
+        ("xsvo/full", "xsov/full"),
+        ("xsov/own", "xsov/full"),
+    }
+    assert len(table) == 4 * 3 * 3 and (table.n == 64).all()
+    # recompute one cell from scratch: full model, mean pooling, textbook Gram-matrix CKA
+    model, tok = load_finetuned(Path(store) / "models/synth-bert/synth-cls/seed0/model", "classification")
+    cfg = make_cfg("task=synth-cls", "debug=tiny", f"paths.artifacts={store}")
+    par = Inputs(cfg).parallel(["xsvo", "xsov"], 64)
+    reps = {}
+    for lang in ("xsvo", "xsov"):
+        enc = tok(list(par[lang]), padding=True, truncation=True, max_length=32, return_tensors="pt")
+        reps[lang] = pooled_hidden_states(model, dict(enc), "mean")
+    cell = table[
+        (table.mask_a == "full") & (table.mask_b == "full") & (table.layer_a == 2) & (table.layer_b == 1)
+    ]
+    assert cell.linear.item() == pytest.approx(gram_cka(reps["xsvo"][2], reps["xsov"][1]), rel=1e-6)
+    assert cell.debiased.item() == pytest.approx(
+        gram_cka(reps["xsvo"][2], reps["xsov"][1], debiased=True), rel=1e-6
+    )
+    for name in ("cka_per_layer.png", "cka_layers.png", "cka_languages_own.png", "cka_languages_full.png"):
+        assert _png(out / name)
+    # a memory budget that fits one pair per pass streams the sentences several times, same numbers
+    _, out2 = analyze(store, "cka", *args, "analysis.memory_gb=0.0", "force=true")
+    again = pd.read_csv(out2 / "cka.csv")
+    assert again[["linear", "debiased"]].to_numpy() == pytest.approx(
+        table[["linear", "debiased"]].to_numpy(), rel=1e-9
+    )

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from xsub.data import synthetic
@@ -58,3 +59,24 @@ def test_demo_prunes_every_language_and_removing_more_heads_hurts(demo):
         rounds = json.loads((base / "seed0.history.json").read_text())
         assert not rounds[-1]["accepted"], "pruning stopped for another reason than the score"
         assert rounds[-1]["score"] < 0.9 * rounds[0]["score"]
+
+
+def test_demo_compares_the_subnetworks(demo):
+    root, stdout, _ = demo
+    base = root / "analysis"
+    for name, files in {
+        "overlap": ["jaccard.csv", "jaccard_heads.png", "masks_heads.png"],
+        "crosseval": ["crosseval.csv", "crosseval_synth-cls.png"],
+        "cka": ["cka.csv", "cka_languages_own.png", "cka_per_layer.png"],
+    }.items():
+        out = base / name / "synth-bert/synth-cls/heads/seed0"
+        for f in files:
+            assert (out / f).is_file(), out / f
+        assert str(out) in stdout  # the user is told where the figures are
+    cross = pd.read_csv(base / "crosseval/synth-bert/synth-cls/heads/seed0/crosseval.csv")
+    own = cross[cross["mask"] == "own"].value.mean()
+    rnd = cross[cross["mask"] == "random"].value.mean()
+    assert own > rnd + 0.2, f"subnetworks ({own:.3f}) should beat equal-size random masks ({rnd:.3f})"
+    cka = pd.read_csv(base / "cka/synth-bert/synth-cls/heads/seed0/cka.csv")
+    assert cka.linear.dropna().between(0, 1 + 1e-9).all()
+    assert cka[cka.layer_a == cka.layer_b].linear.dropna().between(0.3, 1.0).all()
