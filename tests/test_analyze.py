@@ -293,3 +293,12 @@ def test_cka_end_to_end_equals_the_gram_formula_on_the_model_representations(sto
     assert again[["linear", "debiased"]].to_numpy() == pytest.approx(
         table[["linear", "debiased"]].to_numpy(), rel=1e-9
     )
+
+
+def test_tables_and_figures_are_logged_to_wandb_offline(store, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(Path(store) / "masks", root / "masks")
+    analyze(str(root), "overlap", "logger=wandb")
+    run = next((root / "wandb").glob("**/offline-run-*"))
+    assert list(run.glob("files/media/images/figure/*.png")), "figures not logged"
+    assert list(run.glob("files/media/table/table/*.table.json")), "tables not logged"
