@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 TASK_KINDS = ("classification", "ner", "mlm")
 MODEL_SOURCES = ("hub", "local", "embedded", "package")
 PRUNING_METHODS = ("heads", "heads_mlp", "magnitude", "imp")
-ANALYSES = ("overlap", "crosseval", "cka", "stitch", "importance_tsne", "token_overlap")
+ANALYSES = ("overlap", "crosseval", "cka", "stitch", "importance_tsne", "token_overlap", "transfer")
 CKA_SIDES = ("own", "full", "random")
 
 
@@ -105,6 +105,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
     progress: bool = True
+    weight_init: str = "pre"  # pre (the model's pretrained weights) | rand (re-initialised from the seed)
 
 
 @dataclass
@@ -148,6 +149,16 @@ class PruningConfig:
 
 
 @dataclass
+class MaskConfig:
+    """stage=train with a fixed mask: retrain a subnetwork (seeds 002, 004). Heads/MLPs are gated off and
+    masked weights stay exactly zero throughout training."""
+
+    source: str = "none"  # none | own | lang:<code> | task:<name> | random | bad | inverted | <mask file>
+    pruning: str = ""  # pruning method of the stored mask; "" = the run's pruning group
+    seed: int = -1  # seed of the stored mask; -1 = the run's seed
+
+
+@dataclass
 class PipelineConfig:
     """Steps of stage=pipeline: each a list of overrides composed on top of the run's own overrides."""
 
@@ -181,6 +192,7 @@ class AnalysisConfig:
     min_lr: float = 1e-5
     ls_tokens: int = 50000  # stitch: tokens for the least-squares initialisation
     train_examples: int = 2000  # stitch: training examples of the end language
+    baselines: list[str] = field(default_factory=lambda: ["random"])  # transfer: + none, bad, inverted
     perplexity: float = 10.0  # importance_tsne
     reference: str = "en"  # token_overlap: reference language; if the task lacks it, its first language
 
@@ -199,6 +211,7 @@ class XsubConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment_name: str = ""
 
@@ -290,6 +303,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         raise ConfigError(f"analysis.pairs must be self or all, got '{an.pairs}'")
     if an.split not in ("dev", "test"):
         raise ConfigError(f"analysis.split must be dev or test, got '{an.split}'")
+    if cfg.train.weight_init not in ("pre", "rand"):
+        raise ConfigError(f"train.weight_init must be pre or rand, got '{cfg.train.weight_init}'")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
 

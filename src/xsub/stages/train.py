@@ -20,8 +20,10 @@ from xsub import artifacts, tracking
 from xsub.config import selected_languages
 from xsub.data import load_split
 from xsub.data.encode import encode
+from xsub.mask_sources import fix_for_training, resolve, source_label
 from xsub.metrics import task_metric
 from xsub.model import load_model
+from xsub.pruning.magnitude import reinit_weights
 from xsub.tables import format_table
 from xsub.trainer import Collator, config_fingerprint, evaluate, fit, pick_device
 
@@ -29,8 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """Where (model, task, languages, seed) is stored; lang=all is the default, unsuffixed model."""
-    variant = "" if "all" in cfg.lang else "lang-" + "+".join(selected_languages(cfg))
+    """Where (model, task, languages, data half, mask, init, seed) is stored; lang=all on the whole train
+    split from pretrained weights without a mask is the default, unsuffixed model."""
+    parts = [
+        "" if "all" in cfg.lang else "lang-" + "+".join(selected_languages(cfg)),
+        f"half{cfg.data.split_half}" if cfg.data.split_half else "",
+        source_label(cfg),
+        "init-rand" if cfg.train.weight_init == "rand" else "",
+    ]
+    variant = "/".join(p for p in parts if p)
     return artifacts.model_dir(artifacts.root(cfg), cfg.model.name, cfg.task.name, cfg.seed, variant)
 
 
@@ -60,13 +69,20 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if model_cfg.pretrain_task == task.name:  # this run *is* the pretraining: start from scratch
         model_cfg = OmegaConf.merge(model_cfg, {"pretrain_task": ""})
     model, tokenizer = load_model(model_cfg, task.kind, task.num_labels, root, seed=cfg.seed)
+    if cfg.train.weight_init == "rand":
+        reinit_weights(model, cfg.seed)
+    mask = resolve(cfg)
+    masker = fix_for_training(model, mask) if mask is not None else None
     length = cfg.data.max_length
     enc = {r: {lang: encode(ds, tokenizer, task.kind, length) for lang, ds in raw[r].items()} for r in raw}
     train_ds = datasets.concatenate_datasets(list(enc["train"].values()))
     collate = Collator(tokenizer, task.kind, cfg.data.mlm_probability, seed=cfg.seed)
     metric = task_metric(task)
     fingerprint = config_fingerprint(
-        {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "lang", "model", "data", "train")}
+        {
+            k: OmegaConf.to_container(cfg[k], resolve=True)
+            for k in ("task", "lang", "model", "data", "train", "mask")
+        }
         | {"seed": cfg.seed}
     )
     ckpt = out.with_name(out.name + ".checkpoint")
@@ -105,14 +121,22 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
             for lang, ds in enc[role].items()
         }
     results["languages"] = langs
+    if mask is not None:
+        results["mask"] = mask.summary() | {"source": cfg.mask.source}
     with artifacts.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
+        if masker is not None:
+            masker.apply()  # saved weights are exactly the subnetwork's
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
+        if mask is not None:  # the weights alone are not the subnetwork: keep the gates' mask with them
+            mask.save(tmp / "mask.safetensors")
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         artifacts.write_json(tmp / "metrics.json", results)
         artifacts.write_json(tmp / artifacts.DONE, {"fingerprint": fingerprint, "metrics": "metrics.json"})
     shutil.rmtree(ckpt, ignore_errors=True)
+    if masker is not None:
+        masker.remove()
     tracker.summary({"dev": results["dev"], "test": results["test"]})
     tracker.finish()
     return results
