@@ -29,6 +29,7 @@ STAGES: dict[str, str] = {
     "train": "xsub.stages.train",
     "prune": "xsub.stages.prune",
     "analyze": "xsub.stages.analyze",
+    "interpolate": "xsub.stages.interpolate",
     "pipeline": "xsub.stages.pipeline",
 }
 GROUPS = ("task", "lang", "model", "pruning", "analysis", "logger", "experiment", "debug")

@@ -198,6 +198,23 @@ class AnalysisConfig:
 
 
 @dataclass
+class InterpolateConfig:
+    """stage=interpolate (seed 003): θ(x) = (1−x)θ1 + xθ2 between two train-stage checkpoints."""
+
+    a: list[str] = field(default_factory=lambda: ["seed=0"])  # overrides selecting endpoint 1's train run
+    b: list[str] = field(default_factory=lambda: ["seed=1"])  # e.g. [data.split_half=2], [mask.source=own]
+    a_path: str = ""  # or a train-stage run directory (or save_pretrained dir) given directly
+    b_path: str = ""
+    points: int = 26
+    split: str = "dev"
+    mask_policy: str = "union"  # masked endpoints: union | intersection of their masks along the path
+    curve: bool = False  # also a quadratic Bezier curve with one bend trained between the ends
+    curve_epochs: int = 1
+    curve_lr: float = 2e-5
+    train_examples: int = 2000  # bend training examples per language
+
+
+@dataclass
 class XsubConfig:
     stage: str = "train"
     seed: int = 0
@@ -212,6 +229,7 @@ class XsubConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment_name: str = ""
 
@@ -303,6 +321,11 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         raise ConfigError(f"analysis.pairs must be self or all, got '{an.pairs}'")
     if an.split not in ("dev", "test"):
         raise ConfigError(f"analysis.split must be dev or test, got '{an.split}'")
+    ic = cfg.interpolate
+    if ic.mask_policy not in ("union", "intersection"):
+        raise ConfigError(f"interpolate.mask_policy must be union or intersection, got '{ic.mask_policy}'")
+    if ic.split not in ("dev", "test") or ic.points < 2:
+        raise ConfigError("interpolate needs split dev or test and points >= 2 (both ends)")
     if cfg.train.weight_init not in ("pre", "rand"):
         raise ConfigError(f"train.weight_init must be pre or rand, got '{cfg.train.weight_init}'")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):

@@ -1,0 +1,235 @@
+"""stage=interpolate: is there a low-loss path between two finetuned models? (seed 003)
+
+`python -m xsub stage=interpolate task=synth-cls interpolate.a=[seed:0] interpolate.b=[seed:1]`
+Each endpoint is a train-stage run, selected by overrides on top of this run's config (another seed,
+`data.split_half=1|2`, `mask.source=...`, `lang=...`, `task=...`) or by `interpolate.a_path`. Every point
+θ(x) = (1−x)θ1 + xθ2, x in linspace(0, 1, points), is evaluated on each selected language's split, on
+endpoint A's task (when the tasks differ, A's head is used: the heads are not interpolated). Masked
+endpoints: a binary mask cannot be interpolated, so the union (or intersection) of their masks is
+applied at every point. Also: L2 / cosine / RMS distance of the ends, per-example forgetting along the
+path, and optionally a trained quadratic Bezier curve. Output: artifacts/interpolate/<model>/<task>/<A>__<B>/.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+from safetensors.torch import load_file
+
+from xsub import artifacts, plots, tracking
+from xsub.analysis import masked
+from xsub.analysis.interpolate import (
+    comparable,
+    distances,
+    forgetting,
+    path,
+    path_mask,
+    predictions,
+    train_bend,
+)
+from xsub.config import ConfigError, selected_languages, task_config
+from xsub.data import load_split
+from xsub.data.encode import encode
+from xsub.mask import Mask
+from xsub.metrics import task_metric
+from xsub.model import load_finetuned
+from xsub.stages import train as train_stage
+from xsub.tables import format_table
+from xsub.trainer import Collator, config_fingerprint, pick_device, score_batches
+
+log = logging.getLogger(__name__)
+
+
+def endpoint_cfg(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """This run's config with `key=value` overrides; `lang=` and `task=` choose group options.
+
+    `key:value` is accepted too, because Hydra's grammar wants `=` inside a list quoted:
+    `interpolate.b=[seed:1,data.split_half:2]` is `'interpolate.b=["seed=1","data.split_half=2"]'`."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(out):
+        for item in overrides:
+            key, sep, value = item.partition("=" if "=" in item else ":")
+            if not sep:
+                raise ConfigError(f"interpolate endpoint override '{item}' is not key=value (or key:value)")
+            parsed = yaml.safe_load(value)
+            if key == "lang":
+                codes = parsed if isinstance(parsed, list) else [parsed]
+                out.lang = {str(c): {"code": str(c)} for c in codes}
+            elif key == "task":
+                out.task = task_config(str(parsed))
+            else:
+                OmegaConf.update(out, key, parsed, force_add=False)
+    return out
+
+
+def endpoint_dir(cfg: DictConfig, which: str) -> Path:
+    given = cfg.interpolate[f"{which}_path"]
+    if given:
+        run = Path(given).expanduser()
+        run = run.parent if run.name == "model" else run
+    else:
+        ecfg = endpoint_cfg(cfg, list(cfg.interpolate[which]))
+        run = train_stage.output_dir(ecfg)
+        if not artifacts.is_done(run):
+            ov = " ".join(o if "=" in o else o.replace(":", "=", 1) for o in cfg.interpolate[which])
+            raise ConfigError(
+                f"endpoint {which.upper()} ({ov}) is not trained at {run}; make it with: python -m xsub "
+                f"stage=train task={ecfg.task.name} model={ecfg.model.name} {ov}"
+            )
+    if not (run / "model" / "config.json").is_file():
+        raise ConfigError(f"endpoint {which.upper()}: no saved model at {run / 'model'}")
+    return run
+
+
+def _label(cfg: DictConfig, run: Path) -> str:
+    base = artifacts.root(cfg) / "models" / cfg.model.name
+    try:
+        return str(run.relative_to(base)).replace("/", "_")
+    except ValueError:
+        return run.name
+
+
+def _mask(run: Path) -> Mask | None:
+    return Mask.load(run / "mask.safetensors") if (run / "mask.json").is_file() else None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    ic = cfg.interpolate
+    run_a, run_b = endpoint_dir(cfg, "a"), endpoint_dir(cfg, "b")
+    out = (
+        artifacts.root(cfg)
+        / "interpolate"
+        / cfg.model.name
+        / cfg.task.name
+        / f"{_label(cfg, run_a)}__{_label(cfg, run_b)}"
+    )
+    fp = config_fingerprint(
+        {
+            "a": str(run_a),
+            "b": str(run_b),
+            "ic": OmegaConf.to_container(ic, resolve=True),
+            "langs": selected_languages(cfg),
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+        }
+    )
+    with artifacts.lock(out):
+        if artifacts.is_done(out) and artifacts.read_done(out).get("fingerprint") == fp and not cfg.force:
+            log.info("already interpolated: %s (force=true to redo)", out)
+            done = artifacts.read_done(out)
+        else:
+            done = _interpolate(cfg, run_a, run_b, out, fp)
+    print(f"{done['summary']}\n\nfigures and tables: {out}\n")
+    return done
+
+
+def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, out: Path, fp: str) -> dict[str, Any]:
+    ic = cfg.interpolate
+    device = pick_device(cfg.train.device)
+    model, tokenizer = load_finetuned(run_a / "model", cfg.task.kind)
+    model.to(device)
+    sd_a = load_file(str(run_a / "model" / "model.safetensors"))
+    sd_b = load_file(str(run_b / "model" / "model.safetensors"))
+    names = comparable(sd_a, sd_b)
+    dist = distances(sd_a, sd_b, names)
+    mask = path_mask(_mask(run_a), _mask(run_b), ic.mask_policy)
+    metric = task_metric(cfg.task)
+    collate = Collator(tokenizer, cfg.task.kind, cfg.data.mlm_probability, seed=0)
+    langs = selected_languages(cfg)
+    data = {}
+    for lang in langs:
+        enc = encode(
+            load_split(cfg, lang, "dev" if ic.split == "dev" else "test"),
+            tokenizer,
+            cfg.task.kind,
+            cfg.data.max_length,
+        )
+        size = cfg.train.eval_batch_size
+        data[lang] = [
+            collate([enc[i] for i in range(j, min(j + size, len(enc)))]) for j in range(0, len(enc), size)
+        ]
+    correct: list = []
+
+    def evaluate(m) -> dict[str, float]:
+        scores = {
+            lang: score_batches(m, b, metric, device, cfg.train.precision)[metric.name]
+            for lang, b in data.items()
+        }
+        correct.append(torch.cat([predictions(m, b, device, cfg.train.precision) for b in data.values()]))
+        return {**scores, "mean": sum(scores.values()) / len(scores)}
+
+    tracker = tracking.start(cfg, "interpolate", name=f"interpolate-{out.name}")
+    with masked(model, mask):
+        records = [{"path": "line", **r} for r in path(model, sd_a, sd_b, names, ic.points, evaluate)]
+        line_correct = list(correct)
+        if ic.curve:
+            train = {}
+            for lang in langs:
+                enc = encode(load_split(cfg, lang, "train"), tokenizer, cfg.task.kind, cfg.data.max_length)
+                enc = enc.select(range(min(ic.train_examples, len(enc))))
+                bs = cfg.train.batch_size
+                train[lang] = [
+                    collate([enc[i] for i in range(j, min(j + bs, len(enc)))]) for j in range(0, len(enc), bs)
+                ]
+            bend, _ = train_bend(
+                model,
+                sd_a,
+                sd_b,
+                names,
+                [b for v in train.values() for b in v],
+                device,
+                ic.curve_epochs,
+                ic.curve_lr,
+                cfg.seed,
+                cfg.train.precision,
+            )
+            records += [
+                {"path": "curve", **r} for r in path(model, sd_a, sd_b, names, ic.points, evaluate, bend)
+            ]
+    table = pd.DataFrame(records)
+    forgot = forgetting(torch.stack(line_correct))
+    forgot.insert(
+        0, "lang", [lang for lang, b in data.items() for batch in b for _ in range(len(batch["labels"]))]
+    )
+    with artifacts.atomic_path(out / "path.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with artifacts.atomic_path(out / "forgetting.csv") as tmp:
+        forgot.to_csv(tmp, index=False)
+    series = {f"{p} {lang}": g[lang].tolist() for p, g in table.groupby("path", sort=False) for lang in langs}
+    figure = plots.lines(
+        series,
+        out / "interpolate.png",
+        x=[round(x, 3) for x in table[table.path == "line"].x],
+        title=f"{metric.name} along θ(x) = (1−x)·A + x·B (L2 {dist['l2']:.2f}, cos {dist['cosine']:.4f})",
+        xlabel="x (0 = A, 1 = B)",
+        ylabel=metric.name,
+    )
+    tracker.table("path", table)
+    tracker.table("forgetting", forgot)
+    tracker.image("interpolate", figure)
+    line = table[table.path == "line"]
+    rows = [[f"{r.x:.2f}", *(getattr(r, lang) for lang in langs), r.mean] for r in line.itertuples()]
+    summary = (
+        format_table(["x", *langs, "mean"], rows, f"A = {run_a}\nB = {run_b}")
+        + f"\ndistance: L2 {dist['l2']:.4f}, cosine {dist['cosine']:.6f}, RMS {dist['rms']:.3e} over "
+        f"{int(dist['n_params'])} parameters; forgotten along the path: {int(forgot.forgotten.sum())} of "
+        f"{len(forgot)} examples right at A"
+    )
+    done = {
+        "fingerprint": fp,
+        "summary": summary,
+        "distances": dist,
+        "a": str(run_a),
+        "b": str(run_b),
+        "figures": [figure.name],
+        "tables": ["path.csv", "forgetting.csv"],
+    }
+    artifacts.write_json(out / artifacts.DONE, done)
+    tracker.summary(dist)
+    tracker.finish()
+    return done
