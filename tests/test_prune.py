@@ -141,3 +141,19 @@ def test_imp_prunes_while_finetuning_from_pretrained(finetuned_root):
     )
     res = run_stage(cfg)["xsvo"]
     assert res["weights_kept"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_wandb_offline_run_records_the_mask_artifact_name_and_group(finetuned_root, tmp_path):
+    root = _copy_root(finetuned_root, tmp_path / "w")
+    cfg = make_cfg(*TINY, "lang=xsov", "pruning.max_rounds=1", "logger=wandb", f"paths.artifacts={root}")
+    run_stage(cfg)
+    run = next(Path(root).glob("wandb/**/offline-run-*/run-*.wandb")).read_bytes()
+    # the offline transaction log stores these strings verbatim (protobuf); `wandb sync` uploads them
+    for expected in (
+        b"prune-synth-cls-xsov-s0",
+        b"prune-synth-cls",
+        b"mask-synth-bert-synth-cls-heads-xsov-s0",
+        b"seed0.safetensors",
+        b"seed0.json",
+    ):
+        assert expected in run, expected

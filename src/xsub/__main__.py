@@ -30,6 +30,7 @@ STAGES: dict[str, str] = {
     "prune": "xsub.stages.prune",
     "analyze": "xsub.stages.analyze",
     "interpolate": "xsub.stages.interpolate",
+    "report": "xsub.stages.report",
     "pipeline": "xsub.stages.pipeline",
 }
 GROUPS = ("task", "lang", "model", "pruning", "analysis", "logger", "experiment", "debug")

@@ -215,6 +215,20 @@ class InterpolateConfig:
 
 
 @dataclass
+class ReportConfig:
+    """stage=report: what to collect (filters: [] = everything found) and how much to show."""
+
+    sweep: str = ""  # a multirun folder: report exactly its jobs' (task, lang, seed, pruning)
+    tasks: list[str] = field(default_factory=list)  # [] = every task found
+    seeds: list[int] = field(default_factory=list)  # [] = every seed found
+    langs: list[str] = field(default_factory=list)  # [] = every language found
+    methods: list[str] = field(default_factory=list)  # pruning methods; [] = every method found
+    name: str = ""  # report folder name; "" = the sweep folder's name, or "store"
+    head_rows: int = 8  # rows of each table shown on the page
+    html: bool = True  # also write report.html next to report.md
+
+
+@dataclass
 class XsubConfig:
     stage: str = "train"
     seed: int = 0
@@ -230,6 +244,7 @@ class XsubConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment_name: str = ""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ class Tracker:
 
     def table(self, name: str, frame: Any) -> None:
         """A tidy result table (pandas DataFrame)."""
+
+    def artifact(
+        self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Files versioned as one W&B artifact (e.g. a mask and its sidecar)."""
 
     def image(self, name: str, path: Path) -> None:
         """A figure already saved as PNG."""
@@ -85,13 +91,43 @@ class WandbTracker(Tracker):
 
         self.run.log({f"figure/{name}": wandb.Image(str(path))})
 
+    def artifact(
+        self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None
+    ) -> None:
+        import wandb
+
+        art = wandb.Artifact(_artifact_name(name), type=kind, metadata=metadata or {})
+        for p in paths:
+            art.add_file(str(p))
+        self.run.log_artifact(art)
+
     def finish(self) -> None:
         self.run.finish()
 
 
+def _artifact_name(name: str) -> str:
+    """W&B artifact names allow alphanumerics, dashes, underscores and dots."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+
+def default_group(cfg: DictConfig) -> str:
+    """Runs of one sweep share a group (the sweep folder); single runs group by stage and task."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return f"sweep-{Path(hc.sweep.dir).name}"
+    except ValueError:  # not inside a Hydra app (library use, tests)
+        pass
+    return f"{cfg.stage}-{cfg.task.name}"
+
+
 def start(cfg: DictConfig, job_type: str, name: str, group: str = "") -> Tracker:
+    """A tracker for one run: W&B name e.g. `prune-marc-zh-s0`, group from the sweep (default_group)."""
     if cfg.logger.name == "none":
         return Tracker()
     if cfg.logger.name == "wandb":
-        return WandbTracker(cfg, job_type, name, group)
+        return WandbTracker(cfg, job_type, name, group or default_group(cfg))
     raise ValueError(f"unknown logger {cfg.logger.name}")

@@ -98,7 +98,13 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
         tracker = tracking.start(cfg, "prune", name=f"prune-{cfg.task.name}-{lang}-s{cfg.seed}")
         masks = METHODS[cfg.pruning.method](cfg, lang, meta, path, tracker)
         for mask in masks:
-            mask.save(mask_path(cfg, lang, mask.meta.method))
+            saved = mask.save(mask_path(cfg, lang, mask.meta.method))
+            tracker.artifact(
+                f"mask-{cfg.model.name}-{cfg.task.name}-{mask.meta.method}-{lang}-s{cfg.seed}",
+                "mask",
+                [saved, saved.with_suffix(".json")],
+                mask.summary(),
+            )
         _clear_state(path)  # the masks are saved: the per-round state has done its job
         summary = _summary(masks[0], seconds=time.perf_counter() - start)
         tracker.summary(summary)

@@ -1,0 +1,207 @@
+"""stage=report on a small store (debug sizes): tidy tables, figures, the page, and the sweep filter."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from conftest import make_cfg
+from xsub.__main__ import STAGES, run_stage
+from xsub.config import ConfigError
+from xsub.mask import Mask
+from xsub.stages import report
+from xsub.stages.report import ReportConfig, markdown_table
+
+LANGS = ("xsvo", "xsov")
+PRUNE = (
+    "stage=prune",
+    "task=synth-cls",
+    "debug=tiny",
+    "lang=[xsvo,xsov]",
+    "pruning.n_examples=32",
+    "pruning.batch_size=16",
+    "pruning.threshold=0.0",
+    "pruning.max_rounds=2",
+    "pruning.model_seed=0",
+)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def store(finetuned_root, tmp_path_factory) -> str:
+    """The session's data and finetuned model (seed 0), masks of two languages for seeds 0 and 1 (both
+    pruned from the seed-0 model), and the overlap analysis over both seeds."""
+    root = tmp_path_factory.mktemp("report")
+    shutil.copytree(Path(finetuned_root) / "data", root / "data")
+    shutil.copytree(Path(finetuned_root) / "models", root / "models")
+    for seed in (0, 1):
+        run_stage(make_cfg(*PRUNE, f"seed={seed}", f"paths.artifacts={root}"))
+    run_stage(
+        make_cfg(
+            "stage=analyze",
+            "analysis=overlap",
+            "task=synth-cls",
+            "debug=tiny",
+            "lang=[xsvo,xsov]",
+            "analysis.seeds=[0,1]",
+            f"paths.artifacts={root}",
+        )
+    )
+    return str(root)
+
+
+def report_cfg(root: str | Path, **settings):
+    """A composed config with `report` set (the stage reads its settings from cfg.report)."""
+    stage = "report" if "report" in STAGES else "train"
+    cfg = make_cfg(f"stage={stage}", "task=synth-cls", "debug=tiny", f"paths.artifacts={root}")
+    with open_dict(cfg):
+        cfg.report = OmegaConf.structured(ReportConfig(**settings))
+    return cfg
+
+
+def links(page: str) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", page)
+
+
+def test_store_report_tables_figures_and_page(store, capsys):
+    done = report.run(report_cfg(store))
+    out = Path(done["out"])
+    assert out == Path(store).resolve() / "reports" / "synth-bert" / "store"
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+    pruning = pd.read_csv(out / "pruning.csv")
+    assert len(pruning) == 4 and set(pruning.lang) == set(LANGS) and set(pruning.seed) == {0, 1}
+    assert set(pruning.method) == {"heads"} and set(pruning.model_seed) == {0}
+    for row in pruning.itertuples():
+        mask = Mask.load(Path(store) / row.path)
+        assert row.heads_kept == mask.num_heads_kept and row.heads_total == mask.heads.numel()
+        assert row.fraction_heads == pytest.approx(mask.fraction("heads"))
+
+    training = pd.read_csv(out / "training.csv", keep_default_na=False)
+    assert list(training.columns)[:8] == [
+        "model",
+        "task",
+        "variant",
+        "seed",
+        "lang",
+        "split",
+        "metric",
+        "value",
+    ]
+    cls = training[training.task == "synth-cls"]
+    assert set(cls.split) == {"dev", "test"} and set(cls.variant) == {""} and set(cls.seed) == {0}
+    assert len(cls[(cls.lang == "xsvo") & (cls.split == "dev") & (cls.metric == "accuracy")]) == 1
+    assert "synth-mlm" in set(training.task)  # the store filter keeps every task found
+
+    jac = pd.read_csv(out / "mask_jaccard.csv")
+    m = {
+        (lg, s): Mask.load(Path(store) / f"masks/synth-bert/synth-cls/heads/{lg}/seed{s}")
+        for lg in LANGS
+        for s in (0, 1)
+    }
+    got = jac[(jac.lang_a == "xsvo") & (jac.lang_b == "xsov") & (jac.seed == 1)].jaccard.item()
+    assert got == pytest.approx(m[("xsvo", 1)].jaccard(m[("xsov", 1)]))
+
+    overlap = pd.read_csv(out / "analysis_overlap_jaccard.csv")
+    assert set(overlap.folder) == {"overlap/synth-bert/synth-cls/heads/seed0+1"}
+    assert {"task_a", "lang_a", "lang_b", "seed", "jaccard"} <= set(overlap.columns)
+
+    assert {"heads_kept.png", "jaccard_synth-bert_synth-cls_heads.png"} <= set(done["figures"])
+    for fig in done["figures"]:
+        assert (out / fig).read_bytes()[:8] == PNG
+    assert set(done["skipped"]) == {
+        "CKA between languages (own subnetworks, mean over layers)",
+        "Mask transfer (retrained with the mask of another language)",
+    }
+    page = (out / "report.md").read_text()
+    assert links(page) and all((out / link).is_file() for link in links(page))
+    assert {f"{t}" for t in done["tables"]} <= set(links(page)) and "Not drawn: no cka results" in page
+    html = (out / "report.html").read_text()
+    assert all((out / src).is_file() for src in re.findall(r'src="([^"]+)"', html))
+
+    filtered = report.run(report_cfg(store, seeds=[1], langs=["xsov"], tasks=["synth-cls"], name="one"))
+    assert Path(filtered["out"]).name == "one"
+    assert filtered["counts"]["masks"] == 1 and "jaccard" not in " ".join(filtered["figures"])
+    rows = pd.read_csv(Path(filtered["out"]) / "analysis_overlap_jaccard.csv")
+    assert set(rows.seed) == {1} and set(rows.lang_a) == set(rows.lang_b) == {"xsov"}
+
+
+def test_empty_store_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no results for model synth-bert .*run stage=train"):
+        report.run(report_cfg(tmp_path))
+    with pytest.raises(ConfigError, match=r"report.sweep: no job configs"):
+        report.run(report_cfg(tmp_path, sweep=str(tmp_path)))
+
+
+def test_sweep_folder_reports_only_its_jobs(store, tmp_path):
+    sweep = tmp_path / "multirun" / "2024-01-01_00-00-00"
+    jobs = [("xsvo", 0), ("xsov", 1)]
+    for num, (lang, seed) in enumerate(jobs):
+        job = make_cfg(
+            *PRUNE[:3], f"lang={lang}", f"seed={seed}", "pruning.model_seed=0", f"paths.artifacts={store}"
+        )
+        (sweep / f"{num}_lang={lang},seed={seed}" / ".hydra").mkdir(parents=True)
+        OmegaConf.save(job, sweep / f"{num}_lang={lang},seed={seed}" / ".hydra" / "config.yaml")
+    elsewhere = tmp_path / "other-store"  # the report's own paths.artifacts: the jobs' store wins
+    done = report.run(report_cfg(elsewhere, sweep=str(sweep)))
+    out = Path(done["out"])
+    assert out == Path(store).resolve() / "reports" / "synth-bert" / sweep.name
+    pruning = pd.read_csv(out / "pruning.csv")
+    assert sorted(zip(pruning.lang, pruning.seed)) == sorted(jobs)
+    training = pd.read_csv(out / "training.csv", keep_default_na=False)
+    assert set(training.task) == {"synth-cls"} and set(training.lang) == set(LANGS)
+    assert set(training.seed) == {0}  # the model both masks were pruned from
+    page = (out / "report.md").read_text()
+    assert "2 jobs" in page and all((out / link).is_file() for link in links(page))
+
+
+def test_markdown_table_escapes_cells():
+    text = markdown_table(["a|b", "x"], [[1.23456789, None], ["p|q", float("nan")]])
+    assert text.splitlines() == ["| a\\|b | x |", "|---|---|", "| 1.235 |  |", "| p\\|q |  |"]
+
+
+def _analysis(root: Path, name: str, seeds: str, frame: pd.DataFrame) -> None:
+    folder = root / "analysis" / name / "synth-bert" / "synth-cls" / "heads" / seeds
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    (folder / "DONE.json").write_text("{}")
+
+
+def test_cka_and_transfer_figures_from_analysis_tables(tmp_path):
+    grid = itertools.product((0, 1), LANGS, LANGS, ("own", "full"), (0, 1), (0, 1))
+    cka = pd.DataFrame(
+        [
+            {"seed": s, "task_a": "synth-cls", "lang_a": a, "mask_a": side, "task_b": "synth-cls",
+             "lang_b": b, "mask_b": side, "layer_a": la, "layer_b": lb,
+             "linear": 0.5 + 0.1 * la + 0.05 * s, "debiased": 0.4}
+            for s, a, b, side, la, lb in grid
+        ]
+    )  # fmt: skip
+    _analysis(tmp_path, "cka", "seed0+1", cka)
+    _analysis(tmp_path, "cka", "seed0", cka[cka.seed == 0])  # a second folder repeating seed 0
+    transfer = pd.DataFrame(
+        [
+            {"target": t, "source": f"lang:{m}" if m in LANGS else m, "mask_of": m, "seed": s,
+             "metric": "accuracy", "value": 0.9 if t == m else 0.5, "heads_kept": 6}
+            for t in LANGS for m in (*LANGS, "random") for s in (0, 1)
+        ]
+    )  # fmt: skip
+    _analysis(tmp_path, "transfer", "seed0+1", transfer)
+    done = report.run(report_cfg(tmp_path, html=False))
+    out = Path(done["out"])
+    assert {"cka_synth-bert_heads.png", "transfer_synth-bert_synth-cls_heads.png"} <= set(done["figures"])
+    for fig in done["figures"]:
+        assert (out / fig).read_bytes()[:8] == PNG
+    assert len(pd.read_csv(out / "analysis_cka.csv")) == len(cka) + (cka.seed == 0).sum()
+    assert set(pd.read_csv(out / "analysis_transfer.csv").folder) == {
+        "transfer/synth-bert/synth-cls/heads/seed0+1"
+    }
+    assert not (out / "report.html").exists() and "Heads kept per language" in done["skipped"]
+    page = (out / "report.md").read_text()
+    assert "_Not drawn: no masks found" in page and all((out / link).is_file() for link in links(page))
