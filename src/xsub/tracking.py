@@ -58,9 +58,10 @@ class WandbTracker(Tracker):
     def __init__(self, cfg: DictConfig, job_type: str, name: str, group: str) -> None:
         import wandb
 
-        wandb_dir = artifacts.root(cfg) / "wandb"
+        # per run, not setdefault: one process may run stages on several stores (pipeline, tests)
+        wandb_dir = Path(os.environ.get("XSUB_WANDB_DIR") or artifacts.root(cfg) / "wandb")
         wandb_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_DIR", str(wandb_dir))
+        os.environ["WANDB_DIR"] = str(wandb_dir)
         lg = cfg.logger
         self.run = wandb.init(
             project=lg.project or "xsub",
@@ -71,7 +72,7 @@ class WandbTracker(Tracker):
             job_type=job_type,
             tags=list(lg.tags),
             config=_flatten(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
-            dir=str(Path(os.environ["WANDB_DIR"])),
+            dir=str(wandb_dir),
             reinit="finish_previous",
         )
 

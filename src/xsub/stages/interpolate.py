@@ -218,7 +218,7 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, out: Path, fp: str) 
         format_table(["x", *langs, "mean"], rows, f"A = {run_a}\nB = {run_b}")
         + f"\ndistance: L2 {dist['l2']:.4f}, cosine {dist['cosine']:.6f}, RMS {dist['rms']:.3e} over "
         f"{int(dist['n_params'])} parameters; forgotten along the path: {int(forgot.forgotten.sum())} of "
-        f"{len(forgot)} examples right at A"
+        f"{int(forgot.correct_at_start.sum())} examples right at A ({len(forgot)} in all)"
     )
     done = {
         "fingerprint": fp,
