@@ -9,7 +9,11 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint clean install install-dev
+REF    := bench/reference/.venv
+FINETUNED := artifacts/models/synth-bert/synth-cls/seed0/DONE.json
+BENCH_ARGS ?=
+
+.PHONY: demo test lint clean install install-dev bench bench-reference
 
 demo: install
 	$(BIN)/python -m xsub experiment=demo
@@ -21,6 +25,24 @@ lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Benchmarks against the seeds' stack (bench/README.md): not part of `make test` (smoke runs are).
+# `make bench BENCH_ARGS=--quick` for the short version.
+bench: install-dev bench-reference $(FINETUNED)
+	$(BIN)/python bench/importance.py $(BENCH_ARGS)
+	$(BIN)/python bench/prune_end_to_end.py $(BENCH_ARGS)
+	$(BIN)/python bench/cka.py $(BENCH_ARGS)
+
+# The reference environment: transformers 4.x (head_mask) on the same pinned torch.
+bench-reference: $(REF)/.installed
+
+$(REF)/.installed: bench/reference/requirements.txt
+	$(PYTHON) -m venv $(REF)
+	$(REF)/bin/pip install -q $(TORCH)
+	$(REF)/bin/pip install -q -r bench/reference/requirements.txt
+	touch $@
+
+$(FINETUNED): | $(VENV)/.installed
+	$(BIN)/python -m xsub experiment=demo
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -38,4 +60,4 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) artifacts outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(REF) bench/.cache artifacts outputs .pytest_cache .ruff_cache

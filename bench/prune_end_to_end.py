@@ -1,0 +1,180 @@
+"""A full per-language head-pruning loop, xsub vs the seeds' loop, to the same final mask.
+
+Reference: bench/reference/seed_style.py `prune` (bertology's mask_heads in the seeds' style, on
+transformers 4.57: head_mask, eager, all-parameter gradients, pad to fixed length, importance pass +
+separate evaluation pass per round). xsub: `xsub.pruning.head_importance.prune_heads` exactly as
+stage=prune calls it (gate-only gradients, SDPA, dynamic padding, the score from the importance pass;
+bf16 autocast on CUDA). Both prune 10% of heads per round and stop below --threshold × the unpruned
+accuracy; both start from the same weights and see the same batches (see _common.py). Wall time covers
+the loop only (model and data loaded before the clock starts, one warm-up batch untimed).
+
+    make bench-reference                            # once
+    python bench/prune_end_to_end.py --quick        # xlmr n = 32, embedded 1000 examples
+    python bench/prune_end_to_end.py                # xlmr n = 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    CACHE,
+    embedded_workload,
+    fmt,
+    load_xsub_model,
+    pad,
+    reference_cmd,
+    run_child,
+    table,
+    versions,
+    xlmr_workload,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=["xlmr", "embedded"], default=["embedded", "xlmr"])
+    p.add_argument("--n", type=int, default=128, help="xlmr: pruning examples")
+    p.add_argument("--batch-size", type=int, default=8, help="xlmr: examples per batch")
+    p.add_argument("--shape", choices=["base", "tiny"], default="base", help="xlmr: base, or tiny (smoke tests)")
+    p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
+    p.add_argument("--lang", default="xsvo", help="embedded: language pruned")
+    p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--heads-per-round", type=float, default=0.1)
+    p.add_argument("--max-rounds", type=int, default=0, help="0 = until the threshold")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="xlmr n = 32")
+    p.add_argument("--json", default=str(CACHE / "prune_end_to_end.json"))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--workload", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n = 32
+    return args
+
+
+def xsub_child(args: argparse.Namespace) -> dict[str, Any]:
+    from _probe import load_workload, setup
+
+    from xsub.config import PruningConfig
+    from xsub.metrics import TaskMetric
+    from xsub.model import attach_gates
+    from xsub.pruning.head_importance import importance, prune_heads
+
+    device = setup(args.threads, args.device)
+    model = load_xsub_model(Path(args.model_dir), "sdpa", device)
+    batches = pad(load_workload(args.workload), None, device)
+    metric = TaskMetric("classification", model.config.num_labels)
+    importance(model, attach_gates(model), batches[:1], metric, device)  # warm-up, as the reference
+    cfg = PruningConfig(
+        threshold=args.threshold, heads_per_round=args.heads_per_round, max_rounds=args.max_rounds
+    )
+    start = time.perf_counter()
+    result = prune_heads(model, batches, metric, device, cfg)
+    seconds = time.perf_counter() - start
+    return {
+        "mask": result.mask.heads.bool().tolist(),
+        "rounds": [{"round": r.round, "score": r.score, "kept": r.kept()["head"]} for r in result.history],
+        "seconds": seconds,
+        "passes": len(result.history),
+    }
+
+
+def compare(model_dir: Path, workload: Path, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    extra = [
+        "--threshold",
+        str(args.threshold),
+        "--heads-per-round",
+        str(args.heads_per_round),
+        "--max-rounds",
+        str(args.max_rounds),
+    ]
+    out = tmp / "reference.json"
+    ref = run_child(reference_cmd("prune", model_dir, workload, out, args, *extra), out)
+    out = tmp / "xsub.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model-dir",
+        str(model_dir),
+        "--workload",
+        str(workload),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    ours = run_child(cmd, out)
+    ref["variant"], ours["variant"] = "reference (transformers 4.x, seeds' loop)", "xsub prune_heads"
+    for r in (ref, ours):
+        r["kept"] = sum(map(sum, r["mask"]))
+        r["speedup"] = ref["seconds"] / r["seconds"]
+        r["same_mask"] = r["mask"] == ref["mask"]
+    return [ref, ours]
+
+
+def report(name: str, description: str, rows: list[dict[str, Any]]) -> str:
+    headers = ["loop", "wall s", "rounds", "passes", "heads kept", "score unpruned -> kept", "×", "same mask"]
+    body = []
+    for r in rows:
+        rounds = r["rounds"]
+        kept_round = max((x for x in rounds if x["kept"] == r["kept"]), key=lambda x: x["round"])
+        body.append(
+            [
+                r["variant"],
+                fmt(r["seconds"], 1),
+                len(rounds) - 1,
+                r["passes"],
+                f"{r['kept']}/{sum(map(len, r['mask']))}",
+                f"{rounds[0]['score']:.4f} -> {kept_round['score']:.4f}",
+                f"{r['speedup']:.2f}",
+                "yes" if r["same_mask"] else "NO",
+            ]
+        )
+    return table(headers, body, f"full prune: {name} — {description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        Path(args.out).write_text(json.dumps(xsub_child(args)))
+        return
+    import torch
+
+    results: dict[str, Any] = {"versions": versions(), "device": args.device, "threads": args.threads}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            if name == "xlmr":
+                model_dir, workload = xlmr_workload(args.n, args.batch_size, shape=args.shape)
+            else:
+                model_dir, workload = embedded_workload(args.artifacts, args.lang, args.embedded_n)
+            description = torch.load(workload, weights_only=True)["description"]
+            rows = compare(model_dir, workload, args, Path(tmp))
+            print(report(name, description, rows), flush=True)
+            results[name] = rows
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    print(versions())
+    for name in args.models:
+        ours = results[name][1]
+        same = "same final mask" if ours["same_mask"] else "DIFFERENT final mask"
+        print(f"{name}: full prune speedup vs reference: {ours['speedup']:.2f}x ({same})")
+
+
+if __name__ == "__main__":
+    main()

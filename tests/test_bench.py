@@ -1,0 +1,93 @@
+"""Smoke runs of the benchmarks on tiny sizes: they run end to end, and xsub agrees with the seeds' stack.
+
+The reference side runs in bench/reference/.venv (transformers 4.x, made here with `make bench-reference`
+from the package registry), so these tests also check that xsub's gate importance is the seeds'
+head_mask importance and that both pruning loops end on the same mask.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reference_env() -> Path:
+    subprocess.run(["make", "-s", "bench-reference"], cwd=ROOT, check=True, capture_output=True)
+    return ROOT / "bench" / "reference" / ".venv"
+
+
+def bench(script: str, *args: str, cache: Path) -> str:
+    env = {**os.environ, "XSUB_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--threads", "1", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_importance_smoke_agrees_with_reference(reference_env, finetuned_root, tmp_path):
+    out = bench(
+        "importance.py",
+        "--shape",
+        "tiny",
+        "--n",
+        "24",
+        "--embedded-n",
+        "64",
+        "--artifacts",
+        finetuned_root,
+        cache=tmp_path,
+    )
+    last = out.strip().splitlines()[-1]
+    m = re.fullmatch(r"importance speedup vs reference: (\d+\.\d\d)x \(spearman (-?\d\.\d{4})\)", last)
+    assert m, last
+    assert float(m.group(2)) >= 0.999, out
+    assert "NO" not in out.split(), out  # every step prunes the same heads first
+    assert out.count("importance pass:") == 2  # xlmr-shaped and embedded
+
+
+def test_prune_end_to_end_smoke_same_mask(reference_env, finetuned_root, tmp_path):
+    out = bench(
+        "prune_end_to_end.py",
+        "--shape",
+        "tiny",
+        "--n",
+        "24",
+        "--embedded-n",
+        "64",
+        "--artifacts",
+        finetuned_root,
+        "--threshold",
+        "0.5",
+        cache=tmp_path,
+    )
+    assert re.search(r"xlmr: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
+    assert re.search(r"embedded: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
+
+
+def test_cka_bench_quick(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cka.py"), "--quick", "--threads", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gram_rows = [line.split("|") for line in proc.stdout.splitlines() if re.match(r"\d+\s+\| gram", line)]
+    assert len(gram_rows) == 2, proc.stdout  # n = 500 and 2000
+    for row in gram_rows:  # streamed CKA equals the Gram-matrix formula
+        assert float(row[5]) < 1e-9 and float(row[6]) < 1e-9, proc.stdout
