@@ -66,3 +66,29 @@ def test_missing_endpoint_names_the_train_command(store):
         ConfigError, match=r"endpoint B .* make it with: python -m xsub stage=train .*data.split_half=2"
     ):
         run_stage(make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.b=[data.split_half:2]"))
+
+
+def test_endpoints_at_two_training_steps_of_one_run(store):
+    """train.save_steps keeps the model after step k; `step:k` selects it as an endpoint."""
+    run_stage(
+        make_cfg(
+            "stage=train",
+            "task=synth-cls",
+            "debug=tiny",
+            "seed=2",
+            "train.save_steps=[1]",
+            f"paths.artifacts={store}",
+        )
+    )
+    run = Path(store) / "models/synth-bert/synth-cls/seed2"
+    assert (run / "steps/step1/model/config.json").is_file()
+    done = run_stage(
+        make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.a=[seed:2,step:1]", "interpolate.b=[seed:2]")
+    )
+    assert done["distances"]["l2"] > 0  # one step is not the end of training
+    out = Path(store) / "interpolate/synth-bert/synth-cls/synth-cls_seed2_steps_step1__synth-cls_seed2"
+    line = pd.read_csv(out / "path.csv").query("path == 'line'")
+    final = json.loads((run / "metrics.json").read_text())["dev"]
+    assert [line[lang].iloc[-1] for lang in final] == [final[lang]["accuracy"] for lang in final]
+    with pytest.raises(ConfigError, match=r"step 3 was not kept .* train.save_steps=\[3\] force=true"):
+        run_stage(make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.a=[seed:2,step:3]"))

@@ -106,6 +106,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     weight_init: str = "pre"  # pre (the model's pretrained weights) | rand (re-initialised from the seed)
+    save_steps: list[int] = field(default_factory=list)  # also keep the model after these optimiser steps
 
 
 @dataclass

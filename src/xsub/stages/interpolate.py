@@ -2,7 +2,8 @@
 
 `python -m xsub stage=interpolate task=synth-cls interpolate.a=[seed:0] interpolate.b=[seed:1]`
 Each endpoint is a train-stage run, selected by overrides on top of this run's config (another seed,
-`data.split_half=1|2`, `mask.source=...`, `lang=...`, `task=...`) or by `interpolate.a_path`. Every point
+`data.split_half=1|2`, `mask.source=...`, `lang=...`, `task=...`, and `step=k` for the model kept after
+step k by `train.save_steps`) or by `interpolate.a_path`. Every point
 θ(x) = (1−x)θ1 + xθ2, x in linspace(0, 1, points), is evaluated on each selected language's split, on
 endpoint A's task (when the tasks differ, A's head is used: the heads are not interpolated). Masked
 endpoints: a binary mask cannot be interpolated, so the union (or intersection) of their masks is
@@ -58,6 +59,8 @@ def endpoint_cfg(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             if not sep:
                 raise ConfigError(f"interpolate endpoint override '{item}' is not key=value (or key:value)")
             parsed = yaml.safe_load(value)
+            if key == "step":  # not a config key: which kept step of the run (train.save_steps)
+                continue
             if key == "lang":
                 codes = parsed if isinstance(parsed, list) else [parsed]
                 out.lang = {str(c): {"code": str(c)} for c in codes}
@@ -74,14 +77,24 @@ def endpoint_dir(cfg: DictConfig, which: str) -> Path:
         run = Path(given).expanduser()
         run = run.parent if run.name == "model" else run
     else:
-        ecfg = endpoint_cfg(cfg, list(cfg.interpolate[which]))
+        overrides = [o if "=" in o else o.replace(":", "=", 1) for o in cfg.interpolate[which]]
+        steps = [o.partition("=")[2] for o in overrides if o.startswith("step=")]
+        ov = " ".join(o for o in overrides if not o.startswith("step="))
+        ecfg = endpoint_cfg(cfg, overrides)
         run = train_stage.output_dir(ecfg)
+        make = f"python -m xsub stage=train task={ecfg.task.name} model={ecfg.model.name} {ov}".rstrip()
         if not artifacts.is_done(run):
-            ov = " ".join(o if "=" in o else o.replace(":", "=", 1) for o in cfg.interpolate[which])
+            keep = f" train.save_steps=[{steps[-1]}]" if steps else ""
             raise ConfigError(
-                f"endpoint {which.upper()} ({ov}) is not trained at {run}; make it with: python -m xsub "
-                f"stage=train task={ecfg.task.name} model={ecfg.model.name} {ov}"
+                f"endpoint {which.upper()} ({ov}) is not trained at {run}; make it with: {make}{keep}"
             )
+        if steps:
+            run = train_stage.step_dir(run, int(steps[-1]))
+            if not (run / "model" / "config.json").is_file():
+                raise ConfigError(
+                    f"endpoint {which.upper()}: step {steps[-1]} was not kept at {run}; retrain keeping it: "
+                    f"{make} train.save_steps=[{steps[-1]}] force=true"
+                )
     if not (run / "model" / "config.json").is_file():
         raise ConfigError(f"endpoint {which.upper()}: no saved model at {run / 'model'}")
     return run

@@ -2,7 +2,9 @@
 
 Output: artifacts/models/<model>/<task>/seed<s>/ (lang=all) or .../lang-<a+b>/seed<s>/ with
 `model/` (save_pretrained + tokenizer), `metrics.json` (dev and test per language, history),
-`config.yaml` and DONE.json. A finished run is skipped; a killed one resumes from its last epoch.
+`config.yaml` and DONE.json, and with `train.save_steps=[k, ...]` `steps/step<k>/` (model + mask) taken
+after optimiser step k (interpolation endpoints at different training steps). A finished run is
+skipped; a killed one resumes from its last epoch.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
         cfg.seed,
         fingerprint,
         on_epoch_end=lambda s: tracker.log({"epoch": s.epoch, **s.history[-1]}, step=s.step),
+        on_step_end=lambda s: _snapshot(s.step, cfg, model, tokenizer, mask, masker, ckpt),
     )
     device = pick_device(cfg.train.device)
     results: dict[str, Any] = {
@@ -133,6 +136,8 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
             mask.save(tmp / "mask.safetensors")
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         artifacts.write_json(tmp / "metrics.json", results)
+        if (ckpt / "steps").is_dir():
+            shutil.copytree(ckpt / "steps", tmp / "steps")
         artifacts.write_json(tmp / artifacts.DONE, {"fingerprint": fingerprint, "metrics": "metrics.json"})
     shutil.rmtree(ckpt, ignore_errors=True)
     if masker is not None:
@@ -140,6 +145,26 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tracker.summary({"dev": results["dev"], "test": results["test"]})
     tracker.finish()
     return results
+
+
+def step_dir(run: Path, step: int) -> Path:
+    return run / "steps" / f"step{step}"
+
+
+def _snapshot(step: int, cfg: DictConfig, model, tokenizer, mask, masker, ckpt: Path) -> None:
+    """The model after optimiser step `step`, if asked for; kept beside the resumable checkpoint
+    (a resumed run writes it again, identically) and moved into the run when it finishes."""
+    if step not in cfg.train.save_steps:
+        return
+    with artifacts.atomic_path(step_dir(ckpt, step)) as tmp:
+        tmp.mkdir(parents=True)
+        if masker is not None:
+            masker.apply()
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        if mask is not None:
+            mask.save(tmp / "mask.safetensors")
+    log.info("step %d: model kept at %s", step, step_dir(ckpt, step))
 
 
 def results_table(cfg: DictConfig, metrics: dict[str, Any], out: Path) -> str:
