@@ -48,8 +48,14 @@ XLMR_SHAPE = dict(
 # --shape tiny: the same architecture, small enough for the smoke tests in `make test`
 SHAPES = {
     "base": XLMR_SHAPE,
-    "tiny": {**XLMR_SHAPE, "vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "intermediate_size": 64},
+    "tiny": {
+        **XLMR_SHAPE,
+        "vocab_size": 1000,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+    },
 }
 LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN, PAD_TO = 42, 0.45, 8, 128
 

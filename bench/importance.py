@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", choices=["xlmr", "embedded"], default=["xlmr", "embedded"])
     p.add_argument("--n", type=int, default=512, help="xlmr: examples in the pass")
     p.add_argument("--batch-size", type=int, default=8, help="xlmr: examples per batch")
-    p.add_argument("--shape", choices=["base", "tiny"], default="base", help="xlmr: base, or tiny (smoke tests)")
+    p.add_argument(
+        "--shape", choices=["base", "tiny"], default="base", help="xlmr: base, or tiny (smoke tests)"
+    )
     p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
     p.add_argument("--lang", default="xsvo", help="embedded: language of the pruning data")
     p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")

@@ -80,13 +80,14 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     train_ds = datasets.concatenate_datasets(list(enc["train"].values()))
     collate = Collator(tokenizer, task.kind, cfg.data.mlm_probability, seed=cfg.seed)
     metric = task_metric(task)
-    fingerprint = config_fingerprint(
-        {
-            k: OmegaConf.to_container(cfg[k], resolve=True)
-            for k in ("task", "lang", "model", "data", "train", "mask")
-        }
-        | {"seed": cfg.seed}
-    )
+    settings = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "lang", "model", "data", "mask")
+    }
+    # which steps are kept does not change training: a resumed run may ask for other ones
+    settings["train"] = {
+        k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k != "save_steps"
+    }
+    fingerprint = config_fingerprint(settings | {"seed": cfg.seed})
     ckpt = out.with_name(out.name + ".checkpoint")
     if cfg.force and ckpt.exists():
         shutil.rmtree(ckpt)
