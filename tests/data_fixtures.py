@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 SHARD = "{split}-00000-of-00001.parquet"
 
@@ -255,3 +256,15 @@ def write_parallel_local(root: Path, items: dict[str, dict[str, str]], fmt: str 
                 root / f"{lang}.parquet", cols, pa.schema([("id", pa.string()), ("sentence", pa.string())])
             )
     return root
+
+
+def padded_batches(vocab: int, n_batches: int, size: int, length: int, seed: int) -> list[dict[str, Any]]:
+    """Random token batches, right-padded (pad id 0) to varying lengths, so token counts matter."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(5, vocab, (size, length), generator=g)
+        lengths = torch.randint(length // 2, length + 1, (size,), generator=g)
+        attention = (torch.arange(length)[None] < lengths[:, None]).long()
+        out.append({"input_ids": ids * attention, "attention_mask": attention})
+    return out

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
+from data_fixtures import padded_batches
 from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask
 from xsub.metrics import IGNORE, TaskMetric
@@ -57,14 +58,7 @@ def tiny_cls(layers: int = 2, seed: int = 0) -> BertForSequenceClassification:
 
 def inputs(n_batches: int = 2, size: int = 16, length: int = 12, seed: int = 1) -> list[dict]:
     """Deterministic batches with right padding of varying length (so token counts matter)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n_batches):
-        ids = torch.randint(5, VOCAB, (size, length), generator=g)
-        lengths = torch.randint(length // 2, length + 1, (size,), generator=g)
-        attention = (torch.arange(length)[None] < lengths[:, None]).long()
-        out.append({"input_ids": ids * attention, "attention_mask": attention})
-    return out
+    return padded_batches(VOCAB, n_batches, size, length, seed)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
+from data_fixtures import padded_batches
 from xsub.analysis.interpolate import (
     bezier_into,
     comparable,
@@ -55,14 +56,8 @@ def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def data(n_batches: int = 3, size: int = 16, length: int = 10, seed: int = 1) -> list[dict]:
     """Fixed batches whose label is a function of the first real token (learnable, not random)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n_batches):
-        ids = torch.randint(5, VOCAB, (size, length), generator=g)
-        lengths = torch.randint(length // 2, length + 1, (size,), generator=g)
-        attention = (torch.arange(length)[None] < lengths[:, None]).long()
-        out.append({"input_ids": ids * attention, "attention_mask": attention, "labels": ids[:, 0] % LABELS})
-    return out
+    out = padded_batches(VOCAB, n_batches, size, length, seed)
+    return [{**b, "labels": b["input_ids"][:, 0] % LABELS} for b in out]
 
 
 def score(model, batches) -> float:

@@ -20,6 +20,7 @@ from transformers import (
     T5ForTokenClassification,
 )
 
+from data_fixtures import padded_batches
 from xsub.analysis.stitch import (
     StitchedModel,
     evaluate_stitched,
@@ -64,14 +65,7 @@ def tiny(cls=BertForSequenceClassification, seed: int = 0, **kw) -> nn.Module:
 
 def inputs(n_batches: int = 3, size: int = 16, length: int = 12, seed: int = 1) -> list[dict]:
     """Right-padded batches of varying length (pad id 0)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n_batches):
-        ids = torch.randint(5, VOCAB, (size, length), generator=g)
-        lengths = torch.randint(length // 2, length + 1, (size,), generator=g)
-        attention = (torch.arange(length)[None] < lengths[:, None]).long()
-        out.append({"input_ids": ids * attention, "attention_mask": attention})
-    return out
+    return padded_batches(VOCAB, n_batches, size, length, seed)
 
 
 @torch.no_grad()
