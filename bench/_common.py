@@ -17,10 +17,13 @@ batch is padded differs (the reference pads to `pad_to`, xsub to the batch's lon
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -256,16 +259,89 @@ def first_pruned(importance: Any, fraction: float = 0.1) -> set[int]:
     return set(select_lowest(imp, torch.ones_like(imp, dtype=torch.bool), k).tolist())
 
 
-def versions() -> str:
+def versions(reference: str = "") -> str:
+    """Software and machine; `reference` = the transformers version the reference child reported."""
     import platform
 
     import transformers
 
     cpu = platform.processor() or platform.machine()
+    ref = f" / {reference} (reference)" if reference else ""
     return (
-        f"torch {torch.__version__}, transformers {transformers.__version__} (xsub) / 4.57.6 (reference), "
+        f"torch {torch.__version__}, transformers {transformers.__version__} (xsub){ref}, "
         f"python {platform.python_version()}, {os.cpu_count()} CPUs ({cpu})"
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# What importance.py and prune_end_to_end.py share around their measurements
+
+
+def parser(doc: str, *, n: int, quick_n: int, models: list[str], json_name: str) -> argparse.ArgumentParser:
+    """Options every comparison takes (workloads, device, output), and those of its xsub child."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=["xlmr", "embedded"], default=models)
+    p.add_argument("--n", type=int, default=n, help="xlmr: examples")
+    p.add_argument("--batch-size", type=int, default=8, help="xlmr: examples per batch")
+    p.add_argument("--shape", choices=list(SHAPES), default="base", help="xlmr: base, or tiny (smoke tests)")
+    p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
+    p.add_argument("--lang", default="xsvo", help="embedded: language of the pruning data")
+    p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help=f"xlmr n = {quick_n}")
+    p.add_argument("--json", default=str(CACHE / json_name), help="all results as JSON")
+    p.set_defaults(quick_n=quick_n)
+    for hidden in ("--model-dir", "--workload", "--out"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n = args.quick_n
+    return args
+
+
+def workloads(args: argparse.Namespace) -> Iterator[tuple[str, Path, Path, str]]:
+    """(name, model dir, workload file, description) for each of --models, made on first use."""
+    for name in args.models:
+        if name == "xlmr":
+            model_dir, workload = xlmr_workload(args.n, args.batch_size, shape=args.shape)
+        else:
+            model_dir, workload = embedded_workload(args.artifacts, args.lang, args.embedded_n)
+        yield name, model_dir, workload, torch.load(workload, weights_only=True)["description"]
+
+
+def child_cmd(script: str, model_dir: Path, workload: Path, out: Path, args: Any, *extra: str) -> list[str]:
+    """The command re-running `script` as the xsub child of one measurement."""
+    return [
+        sys.executable,
+        script,
+        "--child",
+        "--model-dir",
+        str(model_dir),
+        "--workload",
+        str(workload),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def save(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> None:
+    """All rows as JSON (--json) with the setting, and the versions line."""
+    reference = next((rows[0]["versions"]["transformers"] for rows in results.values()), "")
+    blob = {"versions": versions(reference), "device": args.device, "threads": args.threads, **results}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(blob, indent=1))
+    print(blob["versions"])
 
 
 def fmt(x: float, digits: int = 1) -> str:

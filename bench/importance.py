@@ -37,18 +37,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    CACHE,
-    embedded_workload,
+    child_cmd,
     first_pruned,
     fmt,
     load_xsub_model,
     pad,
+    parse,
+    parser,
     reference_cmd,
     run_child,
+    save,
     spearman,
     table,
-    versions,
-    xlmr_workload,
+    workloads,
 )
 
 # (label, attention, pad to the fixed length?, precision)
@@ -62,32 +63,12 @@ DEFAULT = LADDER[2][0]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=["xlmr", "embedded"], default=["xlmr", "embedded"])
-    p.add_argument("--n", type=int, default=512, help="xlmr: examples in the pass")
-    p.add_argument("--batch-size", type=int, default=8, help="xlmr: examples per batch")
-    p.add_argument(
-        "--shape", choices=["base", "tiny"], default="base", help="xlmr: base, or tiny (smoke tests)"
-    )
-    p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
-    p.add_argument("--lang", default="xsvo", help="embedded: language of the pruning data")
-    p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p = parser(__doc__, n=512, quick_n=64, models=["xlmr", "embedded"], json_name="importance.json")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=True, help="every xsub step")
-    p.add_argument("--quick", action="store_true", help="xlmr n = 64")
-    p.add_argument("--json", default=str(CACHE / "importance.json"), help="all results as JSON")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--model-dir", help=argparse.SUPPRESS)
-    p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--attn", default="sdpa", help=argparse.SUPPRESS)
     p.add_argument("--pad-fixed", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n = 64
-    return args
+    return parse(p, argv)
 
 
 def xsub_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,25 +110,8 @@ def measure(model_dir: Path, workload: Path, args: argparse.Namespace, tmp: Path
     rows = [ref]
     for i, (label, attn, fixed, precision) in enumerate(steps):
         out = tmp / f"xsub{i}.json"
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--model-dir",
-            str(model_dir),
-            "--workload",
-            str(workload),
-            "--attn",
-            attn,
-            "--precision",
-            precision,
-            "--device",
-            args.device,
-            "--threads",
-            str(args.threads),
-            "--out",
-            str(out),
-        ] + (["--pad-fixed"] if fixed else [])
+        extra = ["--attn", attn, "--precision", precision] + (["--pad-fixed"] if fixed else [])
+        cmd = child_cmd(__file__, model_dir, workload, out, args, *extra)
         row = run_child(cmd, out)
         row["variant"], row["round_seconds"] = label, row["seconds"]
         rows.append(row)
@@ -208,22 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         Path(args.out).write_text(json.dumps(xsub_child(args)))
         return
-    results: dict[str, Any] = {"versions": versions(), "device": args.device, "threads": args.threads}
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            if name == "xlmr":
-                model_dir, workload = xlmr_workload(args.n, args.batch_size, shape=args.shape)
-            else:
-                model_dir, workload = embedded_workload(args.artifacts, args.lang, args.embedded_n)
-            import torch
-
-            description = torch.load(workload, weights_only=True)["description"]
-            rows = measure(model_dir, workload, args, Path(tmp))
-            print(report(name, description, rows), flush=True)
-            results[name] = rows
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1))
-    print(versions())
+        for name, model_dir, workload, description in workloads(args):
+            results[name] = measure(model_dir, workload, args, Path(tmp))
+            print(report(name, description, results[name]), flush=True)
+    save(args, results)
     head = results.get("xlmr") or results[args.models[0]]
     best = next(r for r in head if r["variant"] == DEFAULT)
     print(f"importance speedup vs reference: {best['speedup']:.2f}x (spearman {best['spearman']:.4f})")

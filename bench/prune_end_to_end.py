@@ -30,46 +30,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    CACHE,
-    embedded_workload,
+    child_cmd,
     fmt,
     load_xsub_model,
     pad,
+    parse,
+    parser,
     reference_cmd,
     run_child,
+    save,
     table,
-    versions,
-    xlmr_workload,
+    workloads,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=["xlmr", "embedded"], default=["embedded", "xlmr"])
-    p.add_argument("--n", type=int, default=128, help="xlmr: pruning examples")
-    p.add_argument("--batch-size", type=int, default=8, help="xlmr: examples per batch")
-    p.add_argument(
-        "--shape", choices=["base", "tiny"], default="base", help="xlmr: base, or tiny (smoke tests)"
-    )
-    p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
-    p.add_argument("--lang", default="xsvo", help="embedded: language pruned")
-    p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")
+    p = parser(__doc__, n=128, quick_n=32, models=["embedded", "xlmr"], json_name="prune_end_to_end.json")
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument("--heads-per-round", type=float, default=0.1)
     p.add_argument("--max-rounds", type=int, default=0, help="embedded: 0 = until the threshold")
     p.add_argument("--xlmr-rounds", type=int, default=5, help="xlmr: rounds, threshold off")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="xlmr n = 32")
-    p.add_argument("--json", default=str(CACHE / "prune_end_to_end.json"))
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--model-dir", help=argparse.SUPPRESS)
-    p.add_argument("--workload", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n = 32
-    return args
+    return parse(p, argv)
 
 
 def xsub_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,22 +94,7 @@ def compare(
     out = tmp / "reference.json"
     ref = run_child(reference_cmd("prune", model_dir, workload, out, args, *extra), out)
     out = tmp / "xsub.json"
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--model-dir",
-        str(model_dir),
-        "--workload",
-        str(workload),
-        "--device",
-        args.device,
-        "--threads",
-        str(args.threads),
-        "--out",
-        str(out),
-        *extra,
-    ]
+    cmd = child_cmd(__file__, model_dir, workload, out, args, *extra)
     ours = run_child(cmd, out)
     ref["variant"], ours["variant"] = "reference (transformers 4.x, seeds' loop)", "xsub prune_heads"
     for r in (ref, ours):
@@ -164,24 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         Path(args.out).write_text(json.dumps(xsub_child(args)))
         return
-    import torch
-
-    results: dict[str, Any] = {"versions": versions(), "device": args.device, "threads": args.threads}
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            if name == "xlmr":
-                model_dir, workload = xlmr_workload(args.n, args.batch_size, shape=args.shape)
-                threshold, max_rounds = 0.0, args.xlmr_rounds
-            else:
-                model_dir, workload = embedded_workload(args.artifacts, args.lang, args.embedded_n)
-                threshold, max_rounds = args.threshold, args.max_rounds
-            description = torch.load(workload, weights_only=True)["description"]
-            rows = compare(model_dir, workload, args, Path(tmp), threshold, max_rounds)
-            print(report(name, description, rows), flush=True)
-            results[name] = rows
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1))
-    print(versions())
+        for name, model_dir, workload, description in workloads(args):
+            # a random-weight model has no meaningful threshold: fixed rounds (module docstring)
+            threshold, max_rounds = (
+                (0.0, args.xlmr_rounds) if name == "xlmr" else (args.threshold, args.max_rounds)
+            )
+            results[name] = compare(model_dir, workload, args, Path(tmp), threshold, max_rounds)
+            print(report(name, description, results[name]), flush=True)
+    save(args, results)
     for name in args.models:
         ours = results[name][1]
         same = "same final mask" if ours["same_mask"] else "DIFFERENT final mask"

@@ -26,32 +26,20 @@ def reference_env() -> Path:
 
 def bench(script: str, *args: str, cache: Path) -> str:
     env = {**os.environ, "XSUB_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--threads", "1", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    cmd = [sys.executable, str(ROOT / "bench" / script), "--threads", "1", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
+def tiny(artifacts: str) -> list[str]:
+    """Both workloads at smoke size: the tiny xlm-r shape, and the session's finetuned embedded model."""
+    return ["--shape", "tiny", "--n", "24", "--embedded-n", "64", "--artifacts", artifacts]
+
+
 def test_importance_smoke_agrees_with_reference(reference_env, finetuned_root, tmp_path):
-    out = bench(
-        "importance.py",
-        "--shape",
-        "tiny",
-        "--n",
-        "24",
-        "--embedded-n",
-        "64",
-        "--artifacts",
-        finetuned_root,
-        "--no-ladder",  # xsub's default pass only: each child costs an interpreter start
-        cache=tmp_path,
-    )
+    # --no-ladder: xsub's default pass only (each child costs an interpreter start)
+    out = bench("importance.py", *tiny(finetuned_root), "--no-ladder", cache=tmp_path)
     last = out.strip().splitlines()[-1]
     m = re.fullmatch(r"importance speedup vs reference: (\d+\.\d\d)x \(spearman (-?\d\.\d{4})\)", last)
     assert m, last
@@ -61,34 +49,14 @@ def test_importance_smoke_agrees_with_reference(reference_env, finetuned_root, t
 
 
 def test_prune_end_to_end_smoke_same_mask(reference_env, finetuned_root, tmp_path):
-    out = bench(
-        "prune_end_to_end.py",
-        "--shape",
-        "tiny",
-        "--n",
-        "24",
-        "--embedded-n",
-        "64",
-        "--artifacts",
-        finetuned_root,
-        "--threshold",
-        "0.5",
-        cache=tmp_path,
-    )
+    out = bench("prune_end_to_end.py", *tiny(finetuned_root), "--threshold", "0.5", cache=tmp_path)
     assert re.search(r"xlmr: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
     assert re.search(r"embedded: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
 
 
 def test_cka_bench_quick(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "cka.py"), "--quick", "--threads", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    gram_rows = [line.split("|") for line in proc.stdout.splitlines() if re.match(r"\d+\s+\| gram", line)]
-    assert len(gram_rows) == 2, proc.stdout  # n = 500 and 2000
+    out = bench("cka.py", "--quick", cache=tmp_path)
+    gram_rows = [line.split("|") for line in out.splitlines() if re.match(r"\d+\s+\| gram", line)]
+    assert len(gram_rows) == 2, out  # n = 500 and 2000
     for row in gram_rows:  # streamed CKA equals the Gram-matrix formula
-        assert float(row[5]) < 1e-9 and float(row[6]) < 1e-9, proc.stdout
+        assert float(row[5]) < 1e-9 and float(row[6]) < 1e-9, out
