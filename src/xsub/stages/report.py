@@ -463,6 +463,15 @@ def fig_heads_kept(pruning: pd.DataFrame, out: Path) -> list[Figure]:
     return [Figure(title, path.name, note=f"series: {', '.join(series)}")]
 
 
+def _language_matrix(mean: pd.DataFrame, path: Path, title: str, label: str) -> None:
+    """A [0, 1] measure between languages (Jaccard, CKA) as a square heatmap in sorted order."""
+    order = sorted(set(mean.index) | set(mean.columns))
+    mean = mean.reindex(index=order, columns=order)
+    plots.heatmap(
+        mean.to_numpy(dtype=float), order, order, path, title=title, vmin=0.0, vmax=1.0, colorbar_label=label
+    )
+
+
 def fig_jaccard(jac: pd.DataFrame, out: Path) -> list[Figure]:
     title = "Jaccard of kept heads between languages"
     if jac.empty or jac[jac.lang_a != jac.lang_b].empty:
@@ -471,22 +480,14 @@ def fig_jaccard(jac: pd.DataFrame, out: Path) -> list[Figure]:
     for (model, task, method), group in jac.groupby(["model", "task", "method"], sort=True):
         if group[group.lang_a != group.lang_b].empty:
             continue
-        order = sorted(group.lang_a.unique())
-        mean = (
-            group.groupby(["lang_a", "lang_b"]).jaccard.mean().unstack().reindex(index=order, columns=order)
-        )
         seeds = sorted(group.seed.unique())
         name = f"jaccard_{_slug(model, task, method)}.png"
-        plots.heatmap(
-            mean.to_numpy(dtype=float),
-            order,
-            order,
+        _language_matrix(
+            group.groupby(["lang_a", "lang_b"]).jaccard.mean().unstack(),
             out / name,
-            title=f"Jaccard of kept heads: {task} / {method} (seeds {', '.join(map(str, seeds))}"
+            f"Jaccard of kept heads: {task} / {method} (seeds {_list(seeds)}"
             + (", mean)" if len(seeds) > 1 else ")"),
-            vmin=0.0,
-            vmax=1.0,
-            colorbar_label="Jaccard",
+            "Jaccard",
         )
         figures.append(Figure(f"{title}: {model} / {task} / {method}", name))
     return figures
@@ -508,20 +509,13 @@ def fig_cka(cka: pd.DataFrame | None, out: Path) -> list[Figure]:
         b = group.task_b + "/" + group.lang_b if multi else group.lang_b
         g = group.assign(a=a, b=b)
         per_seed = g.groupby(["a", "b", "seed"]).linear.mean()  # mean over the diagonal layers
-        mean = per_seed.groupby(["a", "b"]).mean().unstack()
-        order = sorted(set(mean.index) | set(mean.columns))
-        mean = mean.reindex(index=order, columns=order)
         seeds = sorted(g.seed.unique())
         name = f"cka_{_slug(model, method)}.png"
-        plots.heatmap(
-            mean.to_numpy(dtype=float),
-            order,
-            order,
+        _language_matrix(
+            per_seed.groupby(["a", "b"]).mean().unstack(),
             out / name,
-            title=f"linear CKA of own subnetworks, mean over layers ({method}; seeds {_list(seeds)})",
-            vmin=0.0,
-            vmax=1.0,
-            colorbar_label="linear CKA",
+            f"linear CKA of own subnetworks, mean over layers ({method}; seeds {_list(seeds)})",
+            "linear CKA",
         )
         figures.append(Figure(f"{title}: {model} / {method}", name))
     return figures
