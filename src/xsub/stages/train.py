@@ -128,13 +128,7 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if mask is not None:
         results["mask"] = mask.summary() | {"source": cfg.mask.source}
     with artifacts.atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        if masker is not None:
-            masker.apply()  # saved weights are exactly the subnetwork's
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        if mask is not None:  # the weights alone are not the subnetwork: keep the gates' mask with them
-            mask.save(tmp / "mask.safetensors")
+        _save_model(tmp, model, tokenizer, mask, masker)
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         artifacts.write_json(tmp / "metrics.json", results)
         if (ckpt / "steps").is_dir():
@@ -148,6 +142,17 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return results
 
 
+def _save_model(directory: Path, model, tokenizer, mask, masker) -> None:
+    """`model/` (weights + tokenizer) and, for a subnetwork, its mask beside them."""
+    directory.mkdir(parents=True)
+    if masker is not None:
+        masker.apply()  # saved weights are exactly the subnetwork's
+    model.save_pretrained(directory / "model")
+    tokenizer.save_pretrained(directory / "model")
+    if mask is not None:  # the weights alone are not the subnetwork: keep the gates' mask with them
+        mask.save(directory / "mask.safetensors")
+
+
 def step_dir(run: Path, step: int) -> Path:
     return run / "steps" / f"step{step}"
 
@@ -158,13 +163,7 @@ def _snapshot(step: int, cfg: DictConfig, model, tokenizer, mask, masker, ckpt: 
     if step not in cfg.train.save_steps:
         return
     with artifacts.atomic_path(step_dir(ckpt, step)) as tmp:
-        tmp.mkdir(parents=True)
-        if masker is not None:
-            masker.apply()
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        if mask is not None:
-            mask.save(tmp / "mask.safetensors")
+        _save_model(tmp, model, tokenizer, mask, masker)
     log.info("step %d: model kept at %s", step, step_dir(ckpt, step))
 
 
