@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xsub import artifacts
 from xsub.config import ConfigError, XsubError
 from xsub.metrics import IGNORE, TaskMetric
+from xsub.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def fit(
         epoch = state.epoch
         collate.reseed(seed * 100_003 + epoch)
         loader = batches(train_ds, collate, train_cfg.batch_size, shuffle=True, seed=seed * 100_003 + epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", disable=not train_cfg.progress)
+        bar = progress(loader, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", enabled=train_cfg.progress)
         running = 0.0
         for i, batch in enumerate(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
