@@ -1,5 +1,5 @@
 """What bench/importance.py and bench/prune_end_to_end.py share: the models, the batches, the xsub side
-of each measurement, and running children (xsub here, the seeds' stack in bench/reference/.venv).
+of each measurement, and running children (xsub here, the original projects' stack in bench/reference/.venv).
 
 Workloads. Both sides get the same examples in the same batches (composition and order); only how a
 batch is padded differs (the reference pads to `pad_to`, xsub to the batch's longest row).

@@ -1,8 +1,8 @@
-"""Head importance, xsub vs the seeds' stack, on the same weights and batches: speed, memory, agreement.
+"""Head importance, xsub vs the original projects' stack, same weights and batches: speed, memory, agreement.
 
 The reference (bench/reference/seed_style.py, run in bench/reference/.venv with transformers 4.57)
-computes importance the seeds' way: `head_mask`, eager attention, fp32, gradients for every parameter,
-every batch padded to 128, and a separate evaluation pass for the round's score. xsub's pass
+computes importance the original projects' way: `head_mask`, eager attention, fp32, gradients for every
+parameter, every batch padded to 128, and a separate evaluation pass for the round's score. xsub's pass
 (`xsub.pruning.head_importance.importance`) is measured as a ladder, one change at a time:
 
 1. gates-only gradients (forward hooks on transformers 5, parameters frozen), eager, padded to 128;
@@ -102,7 +102,7 @@ def measure(model_dir: Path, workload: Path, args: argparse.Namespace, tmp: Path
     """Reference then each xsub step on one workload; rows with ratios against the reference."""
     out = tmp / "reference.json"
     ref = run_child(reference_cmd("importance", model_dir, workload, out, args), out)
-    ref["variant"] = "reference (transformers 4.x, seeds' style)"
+    ref["variant"] = "reference (transformers 4.x, original style)"
     ref["round_seconds"] = ref["seconds"] + ref["eval_seconds"]
     steps = list(LADDER) if args.ladder else [LADDER[2]]
     if args.device.startswith("cuda"):

@@ -1,6 +1,6 @@
-"""A full per-language head-pruning loop, xsub vs the seeds' loop, to the same final mask.
+"""A full per-language head-pruning loop, xsub vs the original projects' loop, to the same final mask.
 
-Reference: bench/reference/seed_style.py `prune` (bertology's mask_heads in the seeds' style, on
+Reference: bench/reference/seed_style.py `prune` (bertology's mask_heads in the original projects' style, on
 transformers 4.57: head_mask, eager, all-parameter gradients, pad to fixed length, importance pass +
 separate evaluation pass per round). xsub: `xsub.pruning.head_importance.prune_heads` exactly as
 stage=prune calls it (gate-only gradients, SDPA, dynamic padding, the score from the importance pass;
@@ -96,7 +96,7 @@ def compare(
     out = tmp / "xsub.json"
     cmd = child_cmd(__file__, model_dir, workload, out, args, *extra)
     ours = run_child(cmd, out)
-    ref["variant"], ours["variant"] = "reference (transformers 4.x, seeds' loop)", "xsub prune_heads"
+    ref["variant"], ours["variant"] = "reference (transformers 4.x, original loop)", "xsub prune_heads"
     for r in (ref, ours):
         r["kept"] = sum(map(sum, r["mask"]))
         r["speedup"] = ref["seconds"] / r["seconds"]

@@ -1,7 +1,8 @@
-"""The seeds' head importance and pruning loop, written in their style, for transformers 4.x.
+"""The original projects' head importance and pruning loop, written in their style, for transformers 4.x.
 
 This is the reference xsub's benchmarks measure against (bench/importance.py, bench/prune_end_to_end.py).
-What makes it the seeds' way of computing (ALGORITHMS.md "Structured pruning"):
+What makes it the way apostolikas/Language-Specific-Subnetworks and MaxBelitsky/cross-lingual-subnetworks
+compute importance (the transformers bertology example; docs/methods.md, section 5):
 
 - the mask enters as the model's `head_mask` argument (transformers 4.x; 5.x removed it), with eager
   attention in fp32;
@@ -11,7 +12,7 @@ What makes it the seeds' way of computing (ALGORITHMS.md "Structured pruning"):
 - a pruning round is an importance pass plus a separate no-grad evaluation pass for the score.
 
 What it shares with xsub so that results are comparable: the same batches (composition and order), the
-gate gradient zeroed per batch (the seeds' cumulative bug fixed, xsub's default), the seeds'
+gate gradient zeroed per batch (the originals' cumulative bug fixed, xsub's default), the originals'
 normalisations (/ tokens, per-layer L2, global min-max), and the selection rule (lowest importance
 among heads still on, ties by lower index; stop when a part would be emptied).
 
@@ -38,7 +39,7 @@ from _probe import Window, load_workload, setup
 
 
 def padded(workload: dict, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """Every batch right-padded to the workload's fixed length, as the seeds' data pipeline did."""
+    """Every batch right-padded to the workload's fixed length, as the original data pipelines did."""
     out = []
     for b in workload["batches"]:
         n, width = len(b["input_ids"]), workload["pad_to"]
@@ -62,7 +63,7 @@ def compute_heads_importance(model, batches, head_mask: torch.Tensor) -> tuple[t
         outputs = model(**batch, head_mask=head_mask)
         outputs.loss.backward()
         importance += head_mask.grad.abs().detach()
-        head_mask.grad = None  # the seeds never zeroed it (cumulative sums); fixed as in xsub
+        head_mask.grad = None  # the originals never zeroed it (cumulative sums); fixed as in xsub
         tokens += int(batch["attention_mask"].float().sum())
     importance /= tokens
     norm_by_layer = torch.pow(torch.pow(importance, 2).sum(-1), 1 / 2)
