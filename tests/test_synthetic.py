@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsub import artifacts
+from xsub import store
 from xsub.data import synthetic as syn
 
 SMALL = {"n_train": 90, "n_eval": 30, "n_mlm": 20, "n_parallel": 40}
@@ -34,7 +34,7 @@ def _files(directory: Path) -> list[Path]:
 
 
 def test_layout(data: Path) -> None:
-    assert data == artifacts.data_dir(data.parent.parent, "synthetic")
+    assert data == store.path(data.parents[2], syn.data_key(seed=3, **SMALL))
     expected = {
         Path(task) / lang / f"{split}.parquet"
         for task in ("cls", "ner", "mlm")
@@ -44,7 +44,7 @@ def test_layout(data: Path) -> None:
     assert set(_files(data)) == expected
     meta = json.loads((data / "synthetic.json").read_text())
     assert meta["generator_version"] == syn.GENERATOR_VERSION and meta["seed"] == 3
-    assert artifacts.read_done(data)["seed"] == 3
+    assert store.read_done(data)["settings"]["seed"] == 3
 
 
 def test_same_seed_identical_other_seed_differs(data: Path, tmp_path: Path) -> None:
@@ -197,16 +197,18 @@ def test_tokenizer_covers_every_word(data: Path) -> None:
 
 def test_cache_reuse_and_regeneration(tmp_path: Path) -> None:
     out = syn.ensure_synthetic(tmp_path, seed=0, **SMALL)
-    done = out / artifacts.DONE
+    done = out / store.DONE
     first = done.stat().st_mtime_ns
     probe = out / "cls" / "xsvo" / "train.parquet"
     probe_mtime = probe.stat().st_mtime_ns
     assert syn.ensure_synthetic(tmp_path, seed=0, **SMALL) == out
     assert done.stat().st_mtime_ns == first and probe.stat().st_mtime_ns == probe_mtime
-    syn.ensure_synthetic(tmp_path, seed=0, **{**SMALL, "n_train": 30})  # other params: regenerate
-    assert artifacts.read_done(out)["n_train"] == 30
-    assert pq.read_table(probe).num_rows == 30
-    assert not list(out.parent.glob(".synthetic.*"))  # no temporary left behind
+    other = syn.ensure_synthetic(tmp_path, seed=0, **{**SMALL, "n_train": 30})  # other params: beside it
+    assert other != out and other.parent == out.parent
+    assert store.read_done(other)["settings"]["n_train"] == 30
+    assert pq.read_table(other / "cls" / "xsvo" / "train.parquet").num_rows == 30
+    assert pq.read_table(probe).num_rows == SMALL["n_train"]  # the first one is untouched
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
 def test_bow_ceiling_matches_logistic_regression(data: Path) -> None:

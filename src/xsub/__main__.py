@@ -7,8 +7,8 @@ traceback from inside a job.
 
 from __future__ import annotations
 
-import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from xsub.config import ConfigError, XsubError, conf_dir, register_configs, validate
+from xsub.stages import STAGES, run_stage
 
 log = logging.getLogger("xsub")
 
-# stage name -> module with `run(cfg) -> dict`; a stage exists only once its module does.
-STAGES: dict[str, str] = {
-    "train": "xsub.stages.train",
-    "prune": "xsub.stages.prune",
-    "analyze": "xsub.stages.analyze",
-    "interpolate": "xsub.stages.interpolate",
-    "report": "xsub.stages.report",
-    "pipeline": "xsub.stages.pipeline",
-}
 GROUPS = ("task", "lang", "model", "pruning", "analysis", "logger", "experiment", "debug")
 
 
@@ -109,12 +101,6 @@ def compose_runs(overrides: list[str], multirun: bool) -> list[DictConfig]:
     return cfgs
 
 
-def run_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Dispatch one composed config to its stage."""
-    validate(cfg, tuple(STAGES))
-    return importlib.import_module(STAGES[cfg.stage]).run(cfg)
-
-
 def _quiet_libraries() -> None:
     """Our own log lines say what was loaded; the libraries' per-map progress bars and load reports
     (new heads initialised, unused MLM head weights) drown them."""
@@ -126,12 +112,29 @@ def _quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (Slurm, kill) ends the job like Ctrl-C: finished work is kept
+
+
 def _job(cfg: DictConfig) -> None:
+    from xsub import store
+
     _quiet_libraries()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         run_stage(cfg)
     except XsubError as err:
         fail(err)
+    except KeyboardInterrupt:
+        partial = store.current_partial()
+        where = f" from {partial}" if partial is not None else ""
+        print(f"xsub: interrupted; rerun the same command to resume{where}", file=sys.stderr)
+        sys.exit(130)
+    except OSError as err:
+        mapped = store.disk_error(err, Path(err.filename or store.root(cfg)))
+        if isinstance(mapped, XsubError):
+            fail(mapped)
+        raise
 
 
 def main() -> None:

@@ -102,7 +102,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 2  # early stopping: epochs without dev improvement
     max_steps: int = 0  # 0 = no cap
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
     progress: bool = True
     weight_init: str = "pre"  # pre (the model's pretrained weights) | rand (re-initialised from the seed)
@@ -230,10 +229,25 @@ class ReportConfig:
 
 
 @dataclass
+class StoreConfig:
+    """stage=store: which artifacts to list (filters: "" / -1 = any), and whether to delete them."""
+
+    kind: str = ""  # model | mask | analysis | interpolation | data
+    task: str = ""
+    lang: str = ""
+    seed: int = -1
+    method: str = ""
+    where: list[str] = field(default_factory=list)  # settings, e.g. [train.lr=0.005]
+    remove: bool = False  # delete what matches (prints the list first)
+    yes: bool = False  # really delete (with remove=true)
+
+
+@dataclass
 class XsubConfig:
     stage: str = "train"
     seed: int = 0
     force: bool = False  # redo a stage whose artifact already exists
+    precision: str = "auto"  # auto | fp32 | bf16: the dtype of the model's matmuls
     task: TaskConfig = MISSING
     lang: dict[str, LangConfig] = field(default_factory=dict)
     model: ModelConfig = MISSING
@@ -246,6 +260,7 @@ class XsubConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment_name: str = ""
 
@@ -344,8 +359,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         raise ConfigError("interpolate needs split dev or test and points >= 2 (both ends)")
     if cfg.train.weight_init not in ("pre", "rand"):
         raise ConfigError(f"train.weight_init must be pre or rand, got '{cfg.train.weight_init}'")
-    if cfg.train.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32 or bf16, got '{cfg.precision}'")
 
 
 def to_container(cfg: DictConfig) -> dict:

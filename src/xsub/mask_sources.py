@@ -1,4 +1,4 @@
-"""Which mask a retraining run uses (`mask.source=`), and fixing it on a model for training.
+"""Which mask a retraining run uses (`mask.source=`).
 
 Seeds 002 and 004 retrain subnetworks to ask whether they are transferable: a language's own mask,
 another language's or another task's, and baselines of the same size — random, "bad" (the least
@@ -10,63 +10,40 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
-from torch import nn
 
-from xsub import artifacts
-from xsub.analysis import check_fits
+from xsub import store
 from xsub.config import ConfigError, selected_languages
 from xsub.mask import Mask, MaskMeta
-from xsub.model import attach_gates
-from xsub.pruning.head_importance import apply_mask
-from xsub.pruning.magnitude import WeightMasker
 
 log = logging.getLogger(__name__)
 
 DERIVED = ("random", "bad", "inverted")
 
 
-def source_label(cfg: DictConfig) -> str:
-    """The mask's provenance as a path component: mask-<pruning>-<source>[-m<seed>] ("" without a mask)."""
-    src = str(cfg.mask.source)
-    if src == "none":
-        return ""
-    if src == f"lang:{'+'.join(selected_languages(cfg))}":
-        src = "own"  # lang:<the training language> is its own mask: one run, one folder
-    if src.startswith(("lang:", "task:")) or src in ("own", *DERIVED):
-        name = src.replace(":", "-")
-    else:
-        name = "file-" + Path(src).name.replace(".safetensors", "").replace(".json", "")
-    label = f"mask-{cfg.mask.pruning or cfg.pruning.method}-{name}"
-    if cfg.mask.seed >= 0 and cfg.mask.seed != cfg.seed:
-        label += f"-m{cfg.mask.seed}"
-    return label
+def stored_key(cfg: DictConfig) -> store.Key | None:
+    """The stored mask a `mask.source=` run derives its mask from (None for a file or no mask)."""
+    keys, _ = store.retrain_mask_upstream(cfg)
+    return keys[0] if keys else None
 
 
-def _stored(cfg: DictConfig, task: str, lang: str, method: str) -> Mask:
-    seed = cfg.mask.seed if cfg.mask.seed >= 0 else cfg.seed
-    path = artifacts.mask_path(artifacts.root(cfg), cfg.model.name, task, method, lang, seed)
-    fix = (
-        f"make it with: python -m xsub stage=prune task={task} model={cfg.model.name} lang={lang} "
-        f"pruning={method.split('-')[0]} seed={seed}"
-    )
-    if not path.with_suffix(".json").is_file():
-        raise ConfigError(f"no {method} mask for {task}/{lang} seed {seed} at {path}; {fix}")
-    return Mask.load(path, fix=fix)
+def _stored(cfg: DictConfig, job: store.Claim, file: str = "mask.safetensors") -> tuple[Mask, Path]:
+    key = stored_key(cfg)
+    if key is None:
+        raise ConfigError(f"mask.source={cfg.mask.source} takes one training language: pass one lang=")
+    with job.read(key, f"{key.field('method')} mask") as directory:
+        fix = f"redo it with: {store.command(key, force=True)}"
+        return Mask.load(directory / file, fix=fix), directory
 
 
-def _bad(cfg: DictConfig, task: str, lang: str, own: Mask, method: str) -> Mask:
-    """Same size as `own`, made of the least important units: the magnitude stage's `-bad` mask, or for
+def _bad(cfg: DictConfig, job: store.Claim, own: Mask, directory: Path) -> Mask:
+    """Same size as `own`, made of the least important units: the magnitude stage's `bad` mask, or for
     structured masks the heads with the lowest importance in the unpruned model (pruning history)."""
     if own.weights is not None:
-        return _stored(cfg, task, lang, f"{method}-bad")
-    seed = cfg.mask.seed if cfg.mask.seed >= 0 else cfg.seed
-    mask_file = artifacts.mask_path(artifacts.root(cfg), cfg.model.name, task, method, lang, seed)
-    history = mask_file.with_name(mask_file.name.replace(".safetensors", ".history.safetensors"))
+        return _stored(cfg, job, "bad.safetensors")[0]
+    history = directory / "history.safetensors"
     if not history.is_file():
         raise ConfigError(f"mask.source=bad needs the pruning history {history}; re-run the prune stage")
     importance = load_file(str(history))["round0/importance/head"].reshape(-1)
@@ -76,13 +53,11 @@ def _bad(cfg: DictConfig, task: str, lang: str, own: Mask, method: str) -> Mask:
     return Mask(keep.reshape(own.heads.shape), own.mlp, None, meta)
 
 
-def resolve(cfg: DictConfig) -> Mask | None:
-    """The mask a train run uses, or None (`mask.source=none`)."""
+def resolve(cfg: DictConfig, job: store.Claim) -> Mask | None:
+    """The mask a train run uses, or None (`mask.source=none`); stored masks are read through `job`."""
     src = str(cfg.mask.source)
     if src == "none":
         return None
-    method = cfg.mask.pruning or cfg.pruning.method
-    task = cfg.task.name
     if src not in ("own", *DERIVED) and not src.startswith(("lang:", "task:")):
         path = Path(src).expanduser()
         if not path.with_suffix(".json").is_file() and not path.is_file():
@@ -92,29 +67,15 @@ def resolve(cfg: DictConfig) -> Mask | None:
             )
         return Mask.load(path)
     langs = selected_languages(cfg)
-    if src.startswith("lang:"):
-        return _stored(cfg, task, src.split(":", 1)[1], method)
-    if len(langs) != 1:
+    if not src.startswith("lang:") and len(langs) != 1:
         raise ConfigError(
             f"mask.source={src} takes the mask of the training language: pass one lang= (got {langs})"
         )
-    lang = langs[0]
-    if src.startswith("task:"):
-        return _stored(cfg, src.split(":", 1)[1], lang, method)
-    own = _stored(cfg, task, lang, method)
-    if src == "own":
+    own, directory = _stored(cfg, job)
+    if src in ("own",) or src.startswith(("lang:", "task:")):
         return own
     if src == "random":
         return own.random_like(cfg.seed)
     if src == "inverted":
         return ~own
-    return _bad(cfg, task, lang, own, method)
-
-
-def fix_for_training(model: nn.Module, mask: Mask) -> Any:
-    """Gate the masked heads/MLPs off (gates are not parameters: they never train) and keep masked
-    weights exactly zero through every optimiser step. Returns the WeightMasker (or None) to remove later."""
-    check_fits(mask, model)
-    units = mask.mlp is not None and mask.mlp.ndim == 2
-    apply_mask(attach_gates(model, units=units), mask)
-    return WeightMasker(model, mask.weights) if mask.weights else None
+    return _bad(cfg, job, own, directory)

@@ -1,7 +1,8 @@
 """Experiment tracking: Weights & Biases (offline by default) or nothing.
 
 `logger=none` never imports wandb. Offline runs are written under <artifacts>/wandb (WANDB_DIR) and
-uploaded later with `wandb sync <artifacts>/wandb/offline-run-*`.
+uploaded later with `wandb sync <artifacts>/wandb/wandb/offline-run-*`. A tracker is a context manager:
+`with tracking.start(...) as tracker:` finishes the W&B run even when the stage fails (marked failed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xsub import artifacts
+from xsub import store
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,14 @@ class Tracker:
     def image(self, name: str, path: Path) -> None:
         """A figure already saved as PNG."""
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         pass
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)
 
 
 class WandbTracker(Tracker):
@@ -59,7 +66,7 @@ class WandbTracker(Tracker):
         import wandb
 
         # per run, not setdefault: one process may run stages on several stores (pipeline, tests)
-        wandb_dir = Path(os.environ.get("XSUB_WANDB_DIR") or artifacts.root(cfg) / "wandb")
+        wandb_dir = Path(os.environ.get("XSUB_WANDB_DIR") or store.wandb_dir(cfg))
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ["WANDB_DIR"] = str(wandb_dir)
         lg = cfg.logger
@@ -102,8 +109,8 @@ class WandbTracker(Tracker):
             art.add_file(str(p))
         self.run.log_artifact(art)
 
-    def finish(self) -> None:
-        self.run.finish()
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
 
 
 def _artifact_name(name: str) -> str:

@@ -10,21 +10,19 @@ saved with the checkpoint.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from xsub import artifacts
-from xsub.config import ConfigError, XsubError
+from xsub import store
+from xsub.config import XsubError
 from xsub.metrics import IGNORE, TaskMetric
 from xsub.progress import progress
 
@@ -146,10 +144,6 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def config_fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -166,16 +160,16 @@ def fit(
     collate: Collator,
     metric: TaskMetric,
     train_cfg: Any,
-    ckpt_dir: Path,
+    checkpoint: store.Checkpoint,
     seed: int,
-    fingerprint: str,
+    precision: str = "auto",
     on_epoch_end: Callable[[FitState], None] | None = None,
     on_step_end: Callable[[FitState], None] | None = None,
 ) -> FitState:
     """Train with early stopping on the mean dev metric over `dev_sets` (language -> dataset).
 
-    The best weights are loaded into `model` on return. `ckpt_dir` holds the per-epoch checkpoint;
-    if it exists (same `fingerprint`), training resumes after its last completed epoch.
+    The best weights are loaded into `model` on return. `checkpoint` holds the per-epoch state (and
+    its `best` child the best weights); a state of the same identity resumes after its last epoch.
     """
     device = pick_device(train_cfg.device)
     model.to(device)
@@ -186,19 +180,15 @@ def fit(
         total = min(total, train_cfg.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(train_cfg.warmup_ratio * total), total)
     state = FitState()
-    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        if ckpt["fingerprint"] != fingerprint:
-            raise ConfigError(
-                f"checkpoint {last} was made with another config; delete {ckpt_dir} or pass force=true"
-            )
+    best = checkpoint.child("best")
+    ckpt = checkpoint.load()
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         state = FitState(**json.loads(ckpt["state"]))
-        log.info("resuming from %s after epoch %d", last, state.epoch)
+        log.info("resuming from %s after epoch %d", checkpoint.file, state.epoch)
     else:
         torch.manual_seed(seed)
 
@@ -212,12 +202,12 @@ def fit(
         running = 0.0
         for i, batch in enumerate(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, train_cfg.precision):
+            with autocast(device, precision):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1} step {i}; lower train.lr "
-                    f"(now {train_cfg.lr}) or check the data; finished checkpoints are kept in {ckpt_dir}"
+                    f"(now {train_cfg.lr}) or check the data; finished epochs are kept in {checkpoint.file}"
                 )
             loss.backward()
             if train_cfg.grad_clip:
@@ -233,7 +223,7 @@ def fit(
             if train_cfg.max_steps and state.step >= total:
                 break
         dev = {
-            lang: evaluate(model, ds, collate, metric, device, train_cfg.eval_batch_size, train_cfg.precision)
+            lang: evaluate(model, ds, collate, metric, device, train_cfg.eval_batch_size, precision)
             for lang, ds in dev_sets.items()
         }
         score = sum(m[metric.name] for m in dev.values()) / len(dev)
@@ -250,24 +240,24 @@ def fit(
         log.info("epoch %d: train loss %.4f, dev %s %.4f", state.epoch, running / (i + 1), metric.name, score)
         if state.best_score is None or metric.better(score, state.best_score):
             state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-            _save(best, {"model": model.state_dict()})
+            best.save({"model": model.state_dict()})
         else:
             state.bad_epochs += 1
-        _save(
-            last,
+        checkpoint.save(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
                 "state": json.dumps(asdict(state)),
-                "fingerprint": fingerprint,
-            },
+            }
         )
         if on_epoch_end is not None:
             on_epoch_end(state)
         done = _should_stop(state, train_cfg, total)
-    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+    saved = best.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
     model.eval()
     return state
 
@@ -276,8 +266,3 @@ def _should_stop(state: FitState, train_cfg: Any, total_steps: int) -> bool:
     """Early stopping after `patience` epochs without dev improvement (0 = never), or the step cap."""
     patience_out = bool(train_cfg.patience) and state.bad_epochs >= train_cfg.patience
     return patience_out or bool(train_cfg.max_steps and state.step >= total_steps)
-
-
-def _save(path: Path, obj: dict[str, Any]) -> None:
-    with artifacts.atomic_path(path) as tmp:
-        torch.save(obj, tmp)

@@ -1,7 +1,10 @@
-"""What an analysis reads, found in the artifact store by (model, task, lang, pruning, seed).
+"""What an analysis reads, found in the artifact store from the run's own config.
 
-Analyses never take paths: `Inputs` turns the run's config into masks, pruning histories, finetuned
-models and data, and every missing artifact is one `ConfigError` line quoting the command that makes it.
+Analyses never take paths: `Inputs` turns the run's config into store keys of masks, pruning
+histories and finetuned models (the same command line with another task, language or seed), reads
+them under their shared locks and records each as an upstream of the analysis; every missing
+artifact is one `store.Missing` line quoting the command that makes it. `out` is the staging folder
+the analysis writes its figures into (the stage moves it into place when everything is written).
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from typing import Any
 
 import datasets
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
-from xsub import artifacts
+from xsub import store
 from xsub.config import ConfigError, selected_languages, task_config
 from xsub.data import load_split
 from xsub.data.encode import encode
 from xsub.data.parallel import load_parallel
 from xsub.data.synthetic import ensure_synthetic
+from xsub.store import Key as StoreKey
 from xsub.mask import Mask
 from xsub.metrics import TaskMetric, task_metric
 from xsub.model import load_finetuned
@@ -48,7 +52,7 @@ class Inputs:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.an = cfg.analysis
-        self.root = artifacts.root(cfg)
+        self.root = store.root(cfg)
         self.model_name = cfg.model.name
         self.method = cfg.pruning.method
         self._tasks: dict[str, DictConfig] = {}
@@ -56,21 +60,19 @@ class Inputs:
         self.seeds: list[int] = list(self.an.seeds) or [int(cfg.seed)]
         self.langs = self._languages()
         self.device = pick_device(cfg.train.device)
-        self.precision = cfg.train.precision
+        self.precision = cfg.precision
+        self.read: list[dict[str, Any]] = []  # provenance of every artifact read
+        self.out: Path = self.root  # set by the stage to its staging folder
 
     # ---- identity of the run -------------------------------------------------------------------------
 
-    @property
-    def out(self) -> Path:
-        """artifacts/analysis/<name>/<model>/<task[+task]>/<pruning>/seed<s>[+<s>]"""
-        seeds = "seed" + "+".join(str(s) for s in self.seeds)
-        return (
-            artifacts.analysis_dir(self.root, self.an.name)
-            / self.model_name
-            / "+".join(self.tasks)
-            / (self.method)
-            / seeds
-        )
+    def key(self, upstream: list[StoreKey] | None = None) -> StoreKey:
+        """The analysis's store key: its settings plus its inputs' identities (every mask by default)."""
+        ups = upstream if upstream is not None else [self.mask_key(*k) for k in self.keys()]
+        return store.analysis_key(self.cfg, self.tasks, self.langs, self.seeds, ups)
+
+    def keys(self) -> list[Key]:
+        return [(t, lang, s) for t in self.tasks for lang in self.langs for s in self.seeds]
 
     def _languages(self) -> list[str]:
         """The run's languages that every compared task has (lang=all: the tasks' common languages)."""
@@ -92,34 +94,45 @@ class Inputs:
         return self._tasks[name]
 
     def task_cfg(self, name: str) -> DictConfig:
-        """The run's config with `task` replaced (data loaders read cfg.task)."""
+        """The run's config with another task (and that task's own defaults; data loaders read it)."""
         if name == self.cfg.task.name:
             return self.cfg
-        cfg = OmegaConf.create(OmegaConf.to_container(self.cfg, resolve=False))
-        with open_dict(cfg):
-            cfg.task = self.task(name)
-        return cfg
+        return store.upstream(self.cfg, str(self.cfg.stage), task=name)
 
     def metric(self, task: str) -> TaskMetric:
         return task_metric(self.task(task))
 
     # ---- masks and pruning histories --------------------------------------------------------------
 
-    def mask_path(self, task: str, lang: str, seed: int) -> Path:
-        return artifacts.mask_path(self.root, self.model_name, task, self.method, lang, seed)
+    def config(
+        self, stage: str, task: str, lang: str | None, seed: int, mask: str | None = None
+    ) -> DictConfig:
+        """The run's command line with another stage, task, language or seed."""
+        return store.upstream(self.cfg, stage, task=task, lang=lang, seed=seed, mask=mask)
+
+    def mask_key(self, task: str, lang: str, seed: int) -> StoreKey:
+        return store.mask_key(self.config("prune", task, lang, seed), lang)
+
+    def open(self, key: StoreKey, what: str) -> Any:
+        """Read an artifact under its shared lock and record it as an input of the analysis."""
+        if all(r["id"] != key.id for r in self.read):
+            self.read.append(store.provenance(self.cfg, key))
+        return store.reading(self.cfg, key, what)
+
+    def mask_dir(self, task: str, lang: str, seed: int) -> Path:
+        key = self.mask_key(task, lang, seed)
+        with self.open(key, f"{self.method} mask") as directory:
+            return directory
 
     def prune_command(self, task: str, lang: str, seed: int) -> str:
-        return (
-            f"python -m xsub stage=prune task={task} model={self.model_name} lang={lang} "
-            f"pruning={self.method} seed={seed}"
-        )
+        return store.command(self.mask_key(task, lang, seed))
 
     def mask(self, task: str, lang: str, seed: int) -> Mask:
-        path = self.mask_path(task, lang, seed)
-        fix = f"make it with: {self.prune_command(task, lang, seed)}"
-        if not path.with_suffix(".json").is_file():
-            raise ConfigError(f"no {self.method} mask for {task}/{lang} seed {seed} at {path}; {fix}")
-        return Mask.load(path, fix=fix)
+        key = self.mask_key(task, lang, seed)
+        with self.open(key, f"{self.method} mask") as directory:
+            return Mask.load(
+                directory / "mask.safetensors", fix=f"redo it with: {store.command(key, force=True)}"
+            )
 
     def masks(self) -> dict[Key, Mask]:
         """Every (task, lang, seed) mask of the run, all checked to be masks of one architecture."""
@@ -143,27 +156,27 @@ class Inputs:
         return seeds.pop() if seeds else seed
 
     def history_path(self, task: str, lang: str, seed: int) -> Path:
-        path = self.mask_path(task, lang, seed)
-        return path.with_name(path.name.replace(".safetensors", ".history.safetensors"))
+        return self.mask_dir(task, lang, seed) / "history.safetensors"
 
     # ---- models and data -----------------------------------------------------------------------
 
+    def model_key(self, task: str, seed: int, lang: str = "all", mask: str = "none") -> StoreKey:
+        """A train-stage run of this command line (default: the finetuned model masks are pruned from)."""
+        return store.model_key(self.config("train", task, lang, seed, mask=mask))
+
     def finetuned_dir(self, task: str, seed: int) -> Path:
-        path = artifacts.model_dir(self.root, self.model_name, task, seed)
-        if not artifacts.is_done(path):
-            raise ConfigError(
-                f"no finetuned {self.model_name} for task {task} (seed {seed}) at {path}; make it with: "
-                f"python -m xsub stage=train task={task} model={self.model_name} lang=all seed={seed}"
-            )
-        return path / "model"
+        key = self.model_key(task, seed)
+        with self.open(key, f"finetuned {self.model_name} for task {task}") as directory:
+            return directory / "model"
 
     def tokenizer(self, task: str, seed: int) -> Any:
         return AutoTokenizer.from_pretrained(self.finetuned_dir(task, seed))
 
     def model(self, task: str, seed: int) -> tuple[Any, Any]:
         """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device."""
-        path = self.finetuned_dir(task, seed)
-        model, tokenizer = load_finetuned(path, self.task(task).kind)
+        key = self.model_key(task, seed)
+        with self.open(key, f"finetuned {self.model_name} for task {task}") as directory:
+            model, tokenizer = load_finetuned(directory / "model", self.task(task).kind)
         return model.to(self.device).eval(), tokenizer
 
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:

@@ -1,4 +1,4 @@
-"""Mask transfer: retrain with language A's mask, evaluate on target language B (seeds 002, 004).
+"""Mask transfer: retrain with language A's mask, evaluate on target language B (Foroutan et al. 2022).
 
 Reads the train stage's metrics of runs retrained with `mask.source` = own (A = B) or lang:A, and the
 baselines (random / bad / inverted of B's own size, none = no mask), for every target language and
@@ -11,25 +11,22 @@ import json
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
-
-from xsub import plots
+from xsub import plots, store
 from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs
 from xsub.config import ConfigError
-from xsub.stages import train as train_stage
+from xsub.store import Key as StoreKey
 from xsub.tables import format_table
 
 
-def run_cfg(inputs: Inputs, target: str, source: str, seed: int) -> DictConfig:
-    """The config of `stage=train lang=<target> mask.source=<source> seed=<seed>` on top of this run."""
-    cfg = OmegaConf.create(OmegaConf.to_container(inputs.cfg, resolve=False))
-    with open_dict(cfg):
-        cfg.lang = {target: inputs.cfg.lang.get(target, {"code": target})}
-        cfg.mask.source = source
-        cfg.mask.pruning = inputs.method
-        cfg.seed = seed
-    return cfg
+def run_key(inputs: Inputs, target: str, source: str, seed: int) -> StoreKey:
+    """The store key of `stage=train lang=<target> mask.source=<source> seed=<seed>` of this run."""
+    return inputs.model_key(inputs.tasks[0], seed, lang=target, mask=source)
+
+
+def upstream(inputs: Inputs) -> list[StoreKey]:
+    """What a transfer table depends on: every retrained run it reads."""
+    return [run_key(inputs, t, src, s) for t in inputs.langs for src in sources(inputs) for s in inputs.seeds]
 
 
 def sources(inputs: Inputs) -> list[str]:
@@ -43,11 +40,12 @@ def run(inputs: Inputs) -> Result:
     for target in inputs.langs:
         for source in sources(inputs):
             for seed in inputs.seeds:
-                out = train_stage.output_dir(run_cfg(inputs, target, source, seed))
-                if not (out / "metrics.json").is_file():
+                key = run_key(inputs, target, source, seed)
+                if store.done(inputs.cfg, key) is None:
                     missing.append((target, source, seed))
                     continue
-                metrics = json.loads((out / "metrics.json").read_text())
+                with inputs.open(key, "retrained run") as out:
+                    metrics = json.loads((out / "metrics.json").read_text())
                 name = metrics["metric"]
                 mask_lang = (
                     target if source == "own" else source.split(":", 1)[1] if ":" in source else source
@@ -64,13 +62,10 @@ def run(inputs: Inputs) -> Result:
                     }
                 )
     if missing:
-        langs = ",".join(dict.fromkeys(m[0] for m in missing))
-        srcs = ",".join(dict.fromkeys(m[1] for m in missing))
-        seeds = ",".join(str(s) for s in sorted({m[2] for m in missing}))
+        keys = [run_key(inputs, *m) for m in missing]
         raise ConfigError(
             f"{len(missing)} retrained run(s) missing (e.g. {missing[0][0]} with mask {missing[0][1]}); "
-            f"make them with: python -m xsub -m stage=train task={inputs.tasks[0]} model={inputs.model_name} "
-            f"lang={langs} mask.source={srcs} mask.pruning={inputs.method} seed={seeds}"
+            f"make them with: {store.sweep_command(keys)}"
         )
     table = pd.DataFrame(rows)
     stats = table.groupby(["target", "mask_of"], sort=False).value.agg(["mean", "std"])

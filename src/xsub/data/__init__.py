@@ -47,10 +47,10 @@ LOADERS = {
 
 def builtin_path(cfg: Any) -> str:
     """Directory of the embedded default's generated files for this task (generated on first use)."""
-    from xsub import artifacts
+    from xsub import store
     from xsub.data.synthetic import ensure_synthetic
 
-    return str(Path(ensure_synthetic(artifacts.root(cfg), seed=0)) / cfg.task.builtin)
+    return str(Path(ensure_synthetic(store.root(cfg), seed=0)) / cfg.task.builtin)
 
 
 def load_split(cfg: Any, lang: str, role: str) -> datasets.Dataset:

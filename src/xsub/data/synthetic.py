@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xsub import artifacts
+from xsub import store
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump whenever the output for a given seed changes: caches regenerate
-NAME = "synthetic"  # artifacts.data_dir(root, NAME)
+NAME = "synthetic"  # data/synthetic/<hash of the parameters> in the store
 SCRIPT = "Qaaa"  # ISO 15924 "reserved for private use": none of these languages has a real script
 
 LANGUAGES: dict[str, dict] = {
@@ -590,6 +590,13 @@ def generate(out: Path, seed: int, n_train: int, n_eval: int, n_mlm: int, n_para
     (out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
+def data_key(
+    seed: int = 0, n_train: int = 4000, n_eval: int = 500, n_mlm: int = 1000, n_parallel: int = 1000
+) -> store.Key:
+    """The store identity of the benchmark generated with these parameters."""
+    return store.data_key(NAME, _params(seed, n_train, n_eval, n_mlm, n_parallel))
+
+
 def ensure_synthetic(
     root: Path,
     seed: int = 0,
@@ -598,22 +605,21 @@ def ensure_synthetic(
     n_mlm: int = 1000,
     n_parallel: int = 1000,
 ) -> Path:
-    """Generate the benchmark under `root/data/synthetic` once; reuse it while the parameters match.
+    """Generate the benchmark into the store once per parameter set (data/synthetic/<hash>).
 
     `n_train`/`n_eval` are sentences per language for cls and ner (validation and test get `n_eval`
     each); `n_mlm` is train articles per language (3-5 sentences each; validation/test get a tenth).
     """
-    target = artifacts.data_dir(Path(root), NAME)
-    params = _params(seed, n_train, n_eval, n_mlm, n_parallel)
-    with artifacts.lock(target):
-        if artifacts.is_done(target) and artifacts.read_done(target) == params:
-            return target
-        t0 = time.perf_counter()
-        with artifacts.atomic_path(target) as tmp:
-            tmp.mkdir()
-            generate(tmp, seed, n_train, n_eval, n_mlm, n_parallel)
-            (tmp / artifacts.DONE).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-        log.info(
-            "generated synthetic languages (seed %d) in %s in %.1fs", seed, target, time.perf_counter() - t0
-        )
-    return target
+    key = data_key(seed, n_train, n_eval, n_mlm, n_parallel)
+    with store.claim(Path(root), key) as job:
+        if job.done is None:
+            t0 = time.perf_counter()
+            with job.commit() as tmp:
+                generate(tmp, seed, n_train, n_eval, n_mlm, n_parallel)
+            log.info(
+                "generated synthetic languages (seed %d) in %s in %.1fs",
+                seed,
+                job.path,
+                time.perf_counter() - t0,
+            )
+    return job.path

@@ -1,10 +1,12 @@
 """stage=analyze: compare subnetworks — `python -m xsub stage=analyze analysis=<name> ...`.
 
-Inputs (masks, pruning histories, finetuned models, data) are found in the artifact store by (model,
-task(s), lang(s), pruning, seed(s)); see xsub.analysis.inputs. Output: artifacts/analysis/<name>/<model>/
-<tasks>/<pruning>/seed<s...>/ with one CSV per tidy table, PNG figures, summary.txt and DONE.json
-(a fingerprint of what was asked, so an identical rerun is skipped and a different one recomputes).
-Tables and figures are also logged to W&B (logger=wandb).
+Inputs (masks, pruning histories, finetuned models, data) are found in the store from the run's own
+config (xsub.analysis.inputs). The output is a store artifact, analysis/<name>/<model>/<tasks>/
+<pruning>/seed<s...>/<hash>/, keyed by the analysis settings and every input's identity: one CSV per
+tidy table, PNG figures, summary.txt, config.yaml and DONE.json. All of them are written into a
+staging folder that becomes the artifact at once, so a killed analysis leaves nothing half-written.
+An input rewritten since (force=true) makes the analysis compute anew. Tables and figures are also
+logged to W&B (logger=wandb).
 """
 
 from __future__ import annotations
@@ -13,50 +15,36 @@ import importlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xsub import artifacts, tracking
+from xsub import store, tracking
 from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs
-from xsub.trainer import config_fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def fingerprint(cfg: DictConfig, inputs: Inputs) -> str:
-    """What the results depend on: the analysis settings and the selected inputs (not paths or logging)."""
-    return config_fingerprint(
-        {
-            "analysis": OmegaConf.to_container(cfg.analysis, resolve=True),
-            "model": cfg.model.name,
-            "method": inputs.method,
-            "tasks": inputs.tasks,
-            "langs": inputs.langs,
-            "seeds": inputs.seeds,
-            "data": OmegaConf.to_container(cfg.data, resolve=True),
-        }
-    )
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = Inputs(cfg)
-    out = inputs.out
-    fp = fingerprint(cfg, inputs)
-    with artifacts.lock(out):
-        if artifacts.is_done(out) and artifacts.read_done(out).get("fingerprint") == fp and not cfg.force:
-            log.info("already analysed: %s (force=true to redo)", out)
-            done = artifacts.read_done(out)
+    module = importlib.import_module(f"xsub.analysis.{cfg.analysis.name}")
+    upstream = module.upstream(inputs) if hasattr(module, "upstream") else None
+    key = inputs.key(upstream)
+    with store.claim(cfg, key, force=cfg.force) as job:
+        if job.done is not None:
+            log.info("already analysed: %s (force=true to redo)", job.path)
+            done = job.done
         else:
-            done = _analyse(cfg, inputs, fp)
-    print(f"{done['summary']}\n\nfigures and tables: {out}\n" + "".join(f"  {f}\n" for f in done["figures"]))
+            done = _analyse(cfg, inputs, module, job)
+    figures = "".join(f"  {job.path / f}\n" for f in done["figures"])
+    print(f"{done['summary']}\n\nfigures and tables: {job.path}\n{figures}")
     return done
 
 
-def _analyse(cfg: DictConfig, inputs: Inputs, fp: str) -> dict[str, Any]:
+def _analyse(cfg: DictConfig, inputs: Inputs, module: Any, job: store.Claim) -> dict[str, Any]:
     name = cfg.analysis.name
-    tracker = tracking.start(cfg, "analyze", name=f"analyze-{name}-{'+'.join(inputs.tasks)}-s{cfg.seed}")
     log.info(
         "analysis %s of %s / %s / %s on %s",
         name,
@@ -66,26 +54,27 @@ def _analyse(cfg: DictConfig, inputs: Inputs, fp: str) -> dict[str, Any]:
         " ".join(inputs.langs),
     )
     start = time.perf_counter()
-    result: Result = importlib.import_module(f"xsub.analysis.{name}").run(inputs)
-    out = inputs.out
-    for table, frame in result.tables.items():
-        with artifacts.atomic_path(out / f"{table}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        tracker.table(table, frame)
-    for fig, path in result.figures.items():
-        tracker.image(fig, path)
-    artifacts.write_text(out / "summary.txt", result.summary + "\n")
-    done = {
-        "fingerprint": fp,
-        "analysis": name,
-        "tables": sorted(f"{t}.csv" for t in result.tables),
-        "figures": sorted(p.name for p in result.figures.values()),
-        "summary": result.summary,
-        "seconds": time.perf_counter() - start,
-        "config": OmegaConf.to_container(cfg.analysis, resolve=True),
-    }
-    artifacts.write_json(out / artifacts.DONE, done)
-    tracker.summary({"seconds": done["seconds"]})
-    tracker.finish()
-    log.info("analysis %s done in %.1f s: %s", name, done["seconds"], json.dumps(done["tables"]))
+    run_name = f"analyze-{name}-{'+'.join(inputs.tasks)}-s{cfg.seed}"
+    with tracking.start(cfg, "analyze", name=run_name) as tracker, job.commit() as staging:
+        inputs.out = staging
+        result: Result = module.run(inputs)
+        for table, frame in result.tables.items():
+            frame.to_csv(staging / f"{table}.csv", index=False)
+            tracker.table(table, frame)
+        for fig, path in result.figures.items():
+            tracker.image(fig, path)
+        (staging / "summary.txt").write_text(result.summary + "\n")
+        record = {
+            "analysis": name,
+            "tables": sorted(f"{t}.csv" for t in result.tables),
+            "figures": sorted(Path(p).name for p in result.figures.values()),
+            "summary": result.summary,
+            "seconds": time.perf_counter() - start,
+            "config": OmegaConf.to_container(cfg.analysis, resolve=True, enum_to_str=True),
+        }
+        job.upstream = inputs.read
+        job.record.update(record)
+        tracker.summary({"seconds": record["seconds"]})
+    done = job.done or record
+    log.info("analysis %s done in %.1f s: %s", name, record["seconds"], json.dumps(record["tables"]))
     return done

@@ -16,7 +16,8 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from xsub import artifacts
+from xsub import store
+from xsub.stages import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ def _base_overrides() -> list[str]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from xsub.__main__ import run_stage  # the dispatcher lives with the entry point
-
     base = _base_overrides()
     results = []
     for i, step in enumerate(cfg.pipeline.steps, 1):
@@ -44,5 +43,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.append(
             {"step": list(step), "result": run_stage(step_cfg), "seconds": time.perf_counter() - start}
         )
-    print(f"pipeline done: {len(results)} steps; results under {artifacts.root(cfg)}")
+    print(f"pipeline done: {len(results)} steps; results under {store.root(cfg)}")
     return {"steps": results}

@@ -1,16 +1,18 @@
 """stage=prune: the subnetwork of a finetuned model for each language of the run.
 
-`python -m xsub stage=prune task=marc lang=zh` loads the finetuned (model, task, seed) from the
-artifact store, samples `pruning.n_examples` training examples of that one language (by seed), and
-prunes by `pruning.method`. Output: artifacts/masks/<model>/<task>/<method>/<lang>/seed<s>.safetensors
-(+ .json sidecar, + .history.* with every round's importance, mask and score). Each round is
-checkpointed, so a killed job resumes at its last round and ends with the identical mask.
+`python -m xsub stage=prune task=marc lang=zh` finds the finetuned (model, task) run its own config
+names (`stage=prune train.lr=5e-3` reads the run trained with lr=5e-3), samples `pruning.n_examples`
+training examples of that one language (by seed), and prunes by `pruning.method`. Each language's
+mask is a store artifact, masks/<model>/<task>/<method>/<lang>/seed<s>/<hash>/, whose identity
+contains the model run's: `mask.safetensors` (+ `.json` sidecar), `history.*` (every round's
+importance, mask and score), for magnitude pruning also `random.*` and `bad.*` baselines. Every round
+is checkpointed, so a killed job resumes at its last round and ends with the identical mask.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,42 +21,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from xsub import artifacts, tracking
-from xsub.config import ConfigError, selected_languages
+from xsub import store, tracking
+from xsub.config import selected_languages
 from xsub.data import load_split
 from xsub.data.encode import encode
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import task_metric
 from xsub.model import config_hash, load_finetuned, load_model
-from xsub.pruning.head_importance import PruneResult, prune_heads
-from xsub.pruning.magnitude import Segment, imp_num_events, imp_prune, magnitude_prune
+from xsub.pruning.imp import Segment, imp_num_events, imp_prune
+from xsub.pruning.magnitude import magnitude_prune
+from xsub.pruning.structured import PruneResult, prune_heads
 from xsub.tables import format_table
-from xsub.trainer import Collator, config_fingerprint, fit, pick_device, score_batches
+from xsub.trainer import Collator, fit, pick_device, score_batches
 
 log = logging.getLogger(__name__)
 
-
-def model_seed(cfg: DictConfig) -> int:
-    return cfg.pruning.model_seed if cfg.pruning.model_seed >= 0 else cfg.seed
-
-
-def finetuned_dir(cfg: DictConfig) -> Path:
-    """The finetuned model this stage prunes; one line with the command that makes it if missing."""
-    seed = model_seed(cfg)
-    path = artifacts.model_dir(artifacts.root(cfg), cfg.model.name, cfg.task.name, seed)
-    if not artifacts.is_done(path):
-        raise ConfigError(
-            f"no finetuned {cfg.model.name} for task {cfg.task.name} (seed {seed}) at {path}; make it with: "
-            f"python -m xsub stage=train task={cfg.task.name} model={cfg.model.name} lang=all seed={seed}"
-        )
-    return path
-
-
-def mask_path(cfg: DictConfig, lang: str, method: str | None = None) -> Path:
-    root = artifacts.root(cfg)
-    return artifacts.mask_path(
-        root, cfg.model.name, cfg.task.name, method or cfg.pruning.method, lang, cfg.seed
-    )
+MASK = "mask.safetensors"  # the subnetwork; magnitude pruning adds random.safetensors and bad.safetensors
 
 
 def pruning_batches(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, torch.Tensor]]:
@@ -79,66 +61,64 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
-    path = mask_path(cfg, lang)
-    with artifacts.lock(_state(path)):  # Mask.save takes the mask file's own lock
-        if path.with_suffix(".json").is_file() and not cfg.force:
-            log.info("already pruned: %s (force=true to redo)", path)
-            return _summary(Mask.load(path), seconds=0.0)
+    lcfg = store.upstream(cfg, "prune", lang=lang)
+    key = store.mask_key(lcfg, lang)
+    with store.claim(cfg, key, force=cfg.force) as job:
+        if job.done is not None:
+            log.info("already pruned: %s (force=true to redo)", job.path)
+            return _summary(Mask.load(job.path / MASK), job.path, seconds=0.0)
         start = time.perf_counter()
-        if cfg.force:
-            _clear_state(path)
+        partial = job.start()
         meta = MaskMeta(
             model_id=cfg.model.name,
             task=cfg.task.name,
             lang=lang,
             seed=cfg.seed,
             method=cfg.pruning.method,
-            extra={"model_seed": model_seed(cfg), "n_examples": cfg.pruning.n_examples},
+            extra={
+                "model_seed": store.model_seed(cfg),
+                "n_examples": cfg.pruning.n_examples,
+                "store_id": key.id,
+                "precision": store.precision_of(cfg),
+            },
         )
-        tracker = tracking.start(cfg, "prune", name=f"prune-{cfg.task.name}-{lang}-s{cfg.seed}")
-        masks = METHODS[cfg.pruning.method](cfg, lang, meta, path, tracker)
-        for mask in masks:
-            saved = mask.save(mask_path(cfg, lang, mask.meta.method))
+        with tracking.start(cfg, "prune", name=f"prune-{cfg.task.name}-{lang}-s{cfg.seed}") as tracker:
+            checkpoint = store.Checkpoint(partial / "rounds.pt", key.id)
+            files = METHODS[cfg.pruning.method](lcfg, lang, meta, job, checkpoint, tracker)
+            mask = files[MASK]
+            with job.commit({"mask": MASK, "summary": mask.summary()}) as tmp:
+                for name, obj in files.items():
+                    if isinstance(obj, Mask):
+                        obj.save(tmp / name)
+                    elif isinstance(obj, dict) and name.endswith(".safetensors"):
+                        save_file(obj, str(tmp / name))
+                    else:
+                        (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            saved = job.path / MASK
             tracker.artifact(
-                f"mask-{cfg.model.name}-{cfg.task.name}-{mask.meta.method}-{lang}-s{cfg.seed}",
+                f"mask-{cfg.model.name}-{cfg.task.name}-{cfg.pruning.method}-{lang}-s{cfg.seed}",
                 "mask",
                 [saved, saved.with_suffix(".json")],
                 mask.summary(),
             )
-        _clear_state(path)  # the masks are saved: the per-round state has done its job
-        summary = _summary(masks[0], seconds=time.perf_counter() - start)
-        tracker.summary(summary)
-        tracker.finish()
+            summary = _summary(mask, job.path, seconds=time.perf_counter() - start)
+            tracker.summary(summary)
         return summary
 
 
-def _state(path: Path) -> Path:
-    """Loop state of a running prune, so a killed job resumes at its last round."""
-    return path.with_name(path.name.replace(".safetensors", ".state"))
-
-
-def _clear_state(path: Path) -> None:
-    _state(path).unlink(missing_ok=True)
-    shutil.rmtree(_segments(path), ignore_errors=True)
-
-
-def _segments(path: Path) -> Path:
-    """IMP: checkpoints of the training segments between pruning events."""
-    return _state(path).with_suffix(".segments")
-
-
-def _finetuned(cfg: DictConfig, meta: MaskMeta) -> tuple[Any, Any, torch.device]:
+def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
     """The finetuned model to prune (structured and magnitude pruning), on the run's device."""
-    source = finetuned_dir(cfg) / "model"
-    model, tokenizer = load_finetuned(source, cfg.task.kind)
+    key = store.pruned_model_key(cfg)
+    with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name}") as directory:
+        model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
     meta.config_hash = config_hash(model)
-    meta.extra["finetuned"] = str(source)
+    meta.extra["finetuned"] = key.id
     device = pick_device(cfg.train.device)
     return model.to(device), tokenizer, device
 
 
-def _structured(cfg, lang, meta, path, tracker) -> list[Mask]:
-    model, tokenizer, device = _finetuned(cfg, meta)
+def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     result = prune_heads(
         model,
@@ -146,52 +126,59 @@ def _structured(cfg, lang, meta, path, tracker) -> list[Mask]:
         task_metric(cfg.task),
         device,
         cfg.pruning,
-        state_path=_state(path),
+        checkpoint=checkpoint,
         mlm=cfg.task.kind == "mlm",
-        precision=cfg.train.precision,
+        precision=cfg.precision,
         on_round=lambda r: tracker.log(
             {"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted}
         ),
     )
-    _save_history(path, result)
     mask = result.mask
     mask.meta = _merged_meta(meta, mask.meta, tokens_per_s=result.tokens_per_s)
-    return [mask]
+    return {MASK: mask, **_history(result)}
 
 
-def _magnitude(cfg, lang, meta, path, tracker) -> list[Mask]:
-    model, tokenizer, device = _finetuned(cfg, meta)
+def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
     result = magnitude_prune(
         model,
-        lambda m: score_batches(m, loader, metric, device, cfg.train.precision)[metric.name],
+        lambda m: score_batches(m, loader, metric, device, cfg.precision)[metric.name],
         cfg.pruning,
-        state_path=_state(path),
+        checkpoint=checkpoint,
         seed=cfg.seed,
         higher_is_better=metric.higher_is_better,
         meta=meta,
         on_round=lambda h: tracker.log(h),
     )
-    _write_json(path, "history", result.history)
-    return [result.mask, result.random, result.bad]
+    return {
+        MASK: result.mask,
+        "random.safetensors": result.random,
+        "bad.safetensors": result.bad,
+        "history.json": result.history,
+    }
 
 
-def _imp(cfg, lang, meta, path, tracker) -> list[Mask]:
-    """Seed 002: IMP with rewinding while finetuning the *pretrained* model on this language."""
-    root = artifacts.root(cfg)
-    model, tokenizer = load_model(cfg.model, cfg.task.kind, cfg.task.num_labels, root, seed=cfg.seed)
+def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    """IMP with rewinding while finetuning the *pretrained* model on this language."""
+    pretrained = None
+    pre_key = store.pretrain_key(store.upstream(cfg, "train", lang=lang, mask="none"))
+    if pre_key is not None:
+        with job.read(pre_key, "pretrained model") as directory:
+            pretrained = directory / "model"
+    model, tokenizer = load_model(
+        cfg.model, cfg.task.kind, cfg.task.num_labels, store.root(cfg), seed=cfg.seed, checkpoint=pretrained
+    )
     train = encode(load_split(cfg, lang, "train"), tokenizer, cfg.task.kind, cfg.data.max_length)
     dev = {lang: encode(load_split(cfg, lang, "dev"), tokenizer, cfg.task.kind, cfg.data.max_length)}
     collate = Collator(tokenizer, cfg.task.kind, cfg.data.mlm_probability, seed=cfg.seed)
     metric = task_metric(cfg.task)
     steps_per_epoch = -(-len(train) // cfg.train.batch_size)
     events = imp_num_events(cfg.pruning, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch)
-    ckpt = _segments(path)
 
     def train_fn(m, seg: Segment) -> float | None:
         seg_cfg = OmegaConf.merge(cfg.train, {"epochs": 1, "patience": 0, "max_steps": seg.steps or 0})
-        fp = config_fingerprint({"segment": seg.index, "lang": lang, "seed": cfg.seed})
         state = fit(
             m,
             train,
@@ -199,9 +186,9 @@ def _imp(cfg, lang, meta, path, tracker) -> list[Mask]:
             collate,
             metric,
             seg_cfg,
-            ckpt / f"seg{seg.index}",
+            checkpoint.child(f"seg{seg.index}"),
             cfg.seed * 1000 + seg.index,
-            fp,
+            precision=cfg.precision,
             on_step_end=lambda _s: seg.after_step(),
         )
         return state.best_score
@@ -214,12 +201,11 @@ def _imp(cfg, lang, meta, path, tracker) -> list[Mask]:
         num_events=events,
         weight_init=cfg.pruning.imp_weight_init,
         seed=cfg.seed,
-        state_path=_state(path),
+        checkpoint=checkpoint,
         meta=MaskMeta.from_dict({**meta.to_dict(), "config_hash": config_hash(model)}),
         on_event=lambda h: tracker.log(h),
     )
-    _write_json(path, "history", result.history)
-    return [result.mask]
+    return {MASK: result.mask, "history.json": result.history}
 
 
 METHODS = {"heads": _structured, "heads_mlp": _structured, "magnitude": _magnitude, "imp": _imp}
@@ -231,20 +217,13 @@ def _merged_meta(base: MaskMeta, found: MaskMeta, **extra: Any) -> MaskMeta:
     return MaskMeta.from_dict(merged)
 
 
-def _write_json(path: Path, what: str, obj: Any) -> None:
-    artifacts.write_json(path.with_name(path.name.replace(".safetensors", f".{what}.json")), obj)
-
-
-def _save_history(path: Path, result: PruneResult) -> None:
+def _history(result: PruneResult) -> dict[str, Any]:
     """Every round's importance and mask (safetensors) and scores (JSON): curves, t-SNE, seed stability."""
     tensors = {}
     for r in result.history:
         for kind in ("mask", "importance"):
             for part, t in getattr(r, kind).items():
                 tensors[f"round{r.round}/{kind}/{part}"] = t.detach().float().cpu().contiguous()
-    target = path.with_name(path.name.replace(".safetensors", ".history.safetensors"))
-    with artifacts.atomic_path(target) as tmp:
-        save_file(tensors, str(tmp))
     rounds = [
         {
             "round": r.round,
@@ -257,10 +236,10 @@ def _save_history(path: Path, result: PruneResult) -> None:
         }
         for r in result.history
     ]
-    _write_json(path, "history", rounds)
+    return {"history.safetensors": tensors, "history.json": rounds}
 
 
-def _summary(mask: Mask, seconds: float) -> dict[str, Any]:
+def _summary(mask: Mask, where: Path, seconds: float) -> dict[str, Any]:
     m = mask.meta
     return {
         "heads_kept": mask.num_heads_kept,
@@ -273,6 +252,8 @@ def _summary(mask: Mask, seconds: float) -> dict[str, Any]:
         "rounds": m.rounds,
         "seconds": seconds,
         "method": m.method,
+        "precision": m.extra.get("precision", ""),
+        "path": str(where),
     }
 
 
@@ -286,7 +267,10 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
         before, after = r["score_before"], r["score_after"]
         score = f"{before:.4f} -> {after:.4f}" if before is not None and after is not None else "-"
         rows.append([lang, kept, mlp, score, r["rounds"], f"{r['seconds']:.1f}"])
-    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed}"
+    precision = next(
+        (r["precision"] for r in results.values() if r.get("precision")), store.precision_of(cfg)
+    )
+    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed} ({precision})"
     headers = [
         "lang",
         "heads kept",
@@ -295,4 +279,5 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
         "rounds",
         "s",
     ]
-    return format_table(headers, rows, title) + f"\nmasks: {mask_path(cfg, '<lang>').parent.parent}\n"
+    where = "".join(f"\n  {lang}: {r['path']}" for lang, r in results.items())
+    return format_table(headers, rows, title) + f"\nmasks:{where}\n"
