@@ -1,4 +1,4 @@
-"""Which mask a retraining run uses (`mask.source=`), and fixing it on a model for training.
+"""Which mask a retraining run uses (`mask.source=`); `xsub.subnetwork.fix_for_training` applies it.
 
 Seeds 002 and 004 retrain subnetworks to ask whether they are transferable: a language's own mask,
 another language's or another task's, and baselines of the same size — random, "bad" (the least
@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
-from torch import nn
 
 from xsub import artifacts
-from xsub.analysis import check_fits
 from xsub.config import ConfigError, selected_languages
 from xsub.mask import Mask, MaskMeta
-from xsub.model import attach_gates
-from xsub.pruning.head_importance import apply_mask
-from xsub.pruning.magnitude import WeightMasker
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +103,3 @@ def resolve(cfg: DictConfig) -> Mask | None:
     if src == "inverted":
         return ~own
     return _bad(cfg, task, lang, own, method)
-
-
-def fix_for_training(model: nn.Module, mask: Mask) -> Any:
-    """Gate the masked heads/MLPs off (gates are not parameters: they never train) and keep masked
-    weights exactly zero through every optimiser step. Returns the WeightMasker (or None) to remove later."""
-    check_fits(mask, model)
-    units = mask.mlp is not None and mask.mlp.ndim == 2
-    apply_mask(attach_gates(model, units=units), mask)
-    return WeightMasker(model, mask.weights) if mask.weights else None

@@ -49,10 +49,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from xsub import plots
-from xsub.analysis import Result, masked
+from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs, Side
 from xsub.config import ConfigError
 from xsub.mask import Mask
+from xsub.subnetwork import masked
 from xsub.tables import format_table
 from xsub.trainer import autocast
 

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file
 
 from xsub import artifacts, plots, tracking
-from xsub.analysis import masked
 from xsub.analysis.interpolate import (
     comparable,
     distances,
@@ -41,6 +40,7 @@ from xsub.mask import Mask
 from xsub.metrics import task_metric
 from xsub.model import load_finetuned
 from xsub.stages import train as train_stage
+from xsub.subnetwork import masked
 from xsub.tables import format_table
 from xsub.trainer import Collator, config_fingerprint, pick_device, score_batches
 

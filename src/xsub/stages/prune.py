@@ -26,8 +26,9 @@ from xsub.data.encode import encode
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import task_metric
 from xsub.model import config_hash, load_finetuned, load_model
-from xsub.pruning.head_importance import PruneResult, prune_heads
-from xsub.pruning.magnitude import Segment, imp_num_events, imp_prune, magnitude_prune
+from xsub.pruning.imp import Segment, imp_num_events, imp_prune
+from xsub.pruning.magnitude import magnitude_prune
+from xsub.pruning.structured import PruneResult, prune_heads
 from xsub.tables import format_table
 from xsub.trainer import Collator, config_fingerprint, fit, pick_device, score_batches
 

@@ -22,10 +22,10 @@ from xsub import artifacts, tracking
 from xsub.config import selected_languages
 from xsub.data import load_split
 from xsub.data.encode import encode
-from xsub.mask_sources import fix_for_training, resolve, source_label
+from xsub.mask_sources import resolve, source_label
 from xsub.metrics import task_metric
-from xsub.model import load_model
-from xsub.pruning.magnitude import reinit_weights
+from xsub.model import load_model, reinit_weights
+from xsub.subnetwork import fix_for_training
 from xsub.tables import format_table
 from xsub.trainer import Collator, config_fingerprint, evaluate, fit, pick_device
 
