@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from conftest import make_cfg
 from xsub.__main__ import run_stage
-from xsub.analysis.cka import gram_cka, pooled_hidden_states
+from xsub.analysis.cka import pooled_hidden_states
 from xsub.analysis.inputs import Inputs
 from xsub.analysis.overlap import layer_overlap, pairwise_jaccard, pearson
+from xsub.cka import gram_cka
 from xsub.config import ConfigError
 from xsub.data import load_split
 from xsub.data.encode import encode
