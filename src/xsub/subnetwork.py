@@ -29,7 +29,7 @@ KeepMasks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shap
 MaskLike = Mask | Mapping[str, torch.Tensor]
 
 
-# ---- does it fit ---------------------------------------------------------------------------------
+# ---- does it fit -----------------------------------------------------------------------------------
 
 
 def check_fits(mask: Mask, model: nn.Module) -> None:
@@ -48,7 +48,7 @@ def check_fits(mask: Mask, model: nn.Module) -> None:
         raise MaskError(f"mask {mask!r} {problem}; use masks pruned from this model (stage=prune)")
 
 
-# ---- heads and MLPs: gates -----------------------------------------------------------------------
+# ---- heads and MLPs: gates -------------------------------------------------------------------------
 
 
 def gates_for(model: nn.Module, mask: Mask | None = None) -> Gates:
@@ -77,12 +77,11 @@ def _gate_parts(mask: Mask) -> dict[str, torch.Tensor]:
     return parts
 
 
-def apply_mask(target: nn.Module | Gates, mask: Mask) -> Gates:
-    """Set the gates to a `Mask`'s heads and MLPs (absent parts open) and return them; a model gets its
-    gates attached first. The weights part is not touched here: see `masked` and `fix_for_training`."""
-    check_fits(mask, target.model if isinstance(target, Gates) else target)
-    gates = target if isinstance(target, Gates) else gates_for(target, mask)
-    return set_gates(gates, _gate_parts(mask))
+def apply_mask(model: nn.Module, mask: Mask) -> Gates:
+    """Gate the model's heads and MLPs to a `Mask` (absent parts open) until the gates are next set, and
+    return the gates. The weights part is not touched here: see `masked` and `fix_for_training`."""
+    check_fits(mask, model)
+    return set_gates(gates_for(model, mask), _gate_parts(mask))
 
 
 # ---- weights: zeros --------------------------------------------------------------------------------
@@ -211,7 +210,7 @@ class WeightMasker:
         self.remove()
 
 
-# ---- a mask for a block, a mask for training ---------------------------------------------------------
+# ---- a mask for a block, a mask for training -------------------------------------------------------
 
 
 @contextlib.contextmanager
