@@ -252,7 +252,7 @@ def spearman(a: Any, b: Any) -> float:
 
 def first_pruned(importance: Any, fraction: float = 0.1) -> set[int]:
     """The heads the first pruning round would mask (xsub's selection rule)."""
-    from xsub.pruning.head_importance import select_lowest
+    from xsub.pruning.structured import select_lowest
 
     imp = torch.as_tensor(importance, dtype=torch.float64)
     k = max(1, int(fraction * imp.numel()))

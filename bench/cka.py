@@ -3,7 +3,7 @@
 For a 12-layer, 768-d model shape (13 hidden states with the embeddings) both methods compute linear
 and debiased CKA for all 13 x 13 layer pairs of two representations X and Y of the same n sentences:
 
-- stream: `xsub.analysis.cka.LinearCKA` fed minibatches (--batch-size rows) generated on the fly;
+- stream: `xsub.cka.LinearCKA` fed minibatches (--batch-size rows) generated on the fly;
   memory O((L·d)²), time O(n·(L·d)²).
 - gram: materialise all features, cache every X layer's centered n x n Gram matrix (float64), then
   compute each Y layer's Gram once and all its HSICs against the cache; memory O(L·n²), time
@@ -102,7 +102,7 @@ class Synthetic:
 
 
 def run_stream(data: Synthetic, n: int, batch_size: int) -> tuple[dict[str, Any], float]:
-    from xsub.analysis.cka import LinearCKA
+    from xsub.cka import LinearCKA
 
     metric = LinearCKA(data.layers, data.dim)
     gen = 0.0
@@ -186,7 +186,7 @@ def child(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
 
-    import xsub.analysis.cka  # noqa: F401  (imported before the clock starts: it pulls in transformers)
+    import xsub.cka  # noqa: F401  (imported before the clock starts: it pulls in torchmetrics)
 
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"status": "ok"}

@@ -3,7 +3,7 @@
 The reference (bench/reference/seed_style.py, run in bench/reference/.venv with transformers 4.57)
 computes importance the original projects' way: `head_mask`, eager attention, fp32, gradients for every
 parameter, every batch padded to 128, and a separate evaluation pass for the round's score. xsub's pass
-(`xsub.pruning.head_importance.importance`) is measured as a ladder, one change at a time:
+(`xsub.pruning.importance.importance`) is measured as a ladder, one change at a time:
 
 1. gates-only gradients (forward hooks on transformers 5, parameters frozen), eager, padded to 128;
 2. + SDPA attention;
@@ -77,7 +77,7 @@ def xsub_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from xsub.metrics import TaskMetric
     from xsub.model import attach_gates
-    from xsub.pruning.head_importance import importance
+    from xsub.pruning.importance import importance
 
     device = setup(args.threads, args.device)
     model = load_xsub_model(Path(args.model_dir), args.attn, device)

@@ -2,7 +2,7 @@
 
 Reference: bench/reference/seed_style.py `prune` (bertology's mask_heads in the original projects' style, on
 transformers 4.57: head_mask, eager, all-parameter gradients, pad to fixed length, importance pass +
-separate evaluation pass per round). xsub: `xsub.pruning.head_importance.prune_heads` exactly as
+separate evaluation pass per round). xsub: `xsub.pruning.structured.prune_heads` exactly as
 stage=prune calls it (gate-only gradients, SDPA, dynamic padding, the score from the importance pass;
 bf16 autocast on CUDA). Both prune 10% of heads per round and stop below --threshold × the unpruned
 accuracy; both start from the same weights and see the same batches (see _common.py). Wall time covers
@@ -59,7 +59,8 @@ def xsub_child(args: argparse.Namespace) -> dict[str, Any]:
     from xsub.config import PruningConfig
     from xsub.metrics import TaskMetric
     from xsub.model import attach_gates
-    from xsub.pruning.head_importance import importance, prune_heads
+    from xsub.pruning.importance import importance
+    from xsub.pruning.structured import prune_heads
 
     device = setup(args.threads, args.device)
     model = load_xsub_model(Path(args.model_dir), "sdpa", device)

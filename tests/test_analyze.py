@@ -14,16 +14,17 @@ from hypothesis import strategies as st
 
 from conftest import make_cfg
 from xsub.__main__ import run_stage
-from xsub.analysis import masked
-from xsub.analysis.cka import gram_cka, pooled_hidden_states
+from xsub.analysis.cka import pooled_hidden_states
 from xsub.analysis.inputs import Inputs
 from xsub.analysis.overlap import layer_overlap, pairwise_jaccard, pearson
+from xsub.cka import gram_cka
 from xsub.config import ConfigError
 from xsub.data import load_split
 from xsub.data.encode import encode
 from xsub.mask import Mask, MaskError, MaskMeta
 from xsub.metrics import TaskMetric
-from xsub.model import attach_gates, get_gates, load_finetuned
+from xsub.model import get_gates, load_finetuned
+from xsub.subnetwork import masked
 from xsub.trainer import Collator, evaluate
 
 LANGS = ("xsvo", "xsvo2", "xsov", "xvso")
@@ -154,8 +155,7 @@ def test_crosseval_full_model_row_is_the_train_stage_dev_metric(store):
     mask = Mask.load(Path(store) / "masks/synth-bert/synth-cls/heads/xsov/seed0")
     cfg = make_cfg("task=synth-cls", "debug=tiny", f"paths.artifacts={store}")
     dev = encode(load_split(cfg, "xvso", "dev"), tok, "classification", cfg.data.max_length)
-    with attach_gates(model) as gates:
-        gates.set(head=mask.heads)
+    with masked(model, mask):
         expected = evaluate(
             model,
             dev,

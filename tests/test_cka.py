@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsub.analysis.cka import LinearCKA, gram_cka, pooled_hidden_states
+from xsub.analysis.cka import pooled_hidden_states
+from xsub.cka import LinearCKA, gram_cka
 
 F64 = torch.float64
 KINDS = (("linear", False), ("debiased", True))

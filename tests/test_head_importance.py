@@ -19,17 +19,16 @@ from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask
 from xsub.metrics import IGNORE, TaskMetric
 from xsub.model import attach_gates
-from xsub.pruning.head_importance import (
+from xsub.pruning.importance import importance, normalize
+from xsub.pruning.structured import (
     RoundRecord,
-    apply_mask,
-    importance,
     masked_importance,
-    normalize,
     per_round,
     phases,
     prune_heads,
     select_lowest,
 )
+from xsub.subnetwork import apply_mask
 
 torch.set_num_threads(1)
 
@@ -91,7 +90,7 @@ def cls_case(layers: int = 3) -> tuple[BertForSequenceClassification, list[dict]
 @torch.no_grad()
 def score_with(model: nn.Module, mask: Mask, batches: list[dict], metric: TaskMetric) -> float:
     """Independent evaluation of a mask: forward only, gates set from the Mask object."""
-    apply_mask(attach_gates(model, units=mask.mlp is not None and mask.mlp.ndim == 2), mask)
+    apply_mask(model, mask)
     metric.reset()
     for b in batches:
         metric.update(model(**b).logits, b["labels"])
@@ -133,8 +132,7 @@ def test_returned_mask_equals_manual_zeroing():
         for layer, head in (~mask.heads).nonzero().tolist():
             dense = reference.bert.encoder.layer[layer].attention.output.dense
             dense.weight[:, head * HEAD_DIM : (head + 1) * HEAD_DIM] = 0
-        gates = attach_gates(model)
-        apply_mask(gates, mask)
+        gates = apply_mask(model, mask)
         pruned = model(**inputs()[0]).logits
         manual = reference(**inputs()[0]).logits
         gates.reset()

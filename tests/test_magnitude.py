@@ -13,22 +13,18 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask, MaskMeta
-from xsub.model import config_hash
+from xsub.model import config_hash, reinit_weights
+from xsub.pruning.imp import Segment, imp_num_events, imp_prune
 from xsub.pruning.magnitude import (
-    Segment,
-    WeightMasker,
-    apply_weight_mask,
-    imp_num_events,
-    imp_prune,
     kept_count,
     magnitude_prune,
     prunable_shapes,
     prunable_weights,
     random_like,
-    reinit_weights,
     smallest,
     sparsity,
 )
+from xsub.subnetwork import WeightMasker, apply_weight_mask
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save, save_file
 
-from xsub.mask import Mask, MaskError, MaskMeta, import_mask
+from xsub.mask import Mask, MaskError, MaskMeta
+from xsub.mask_import import import_mask
 
 W_Q = "bert.encoder.layer.0.attention.self.query.weight"
 W_I = "bert.encoder.layer.1.intermediate.dense.weight"

@@ -14,8 +14,9 @@ from xsub import tracking
 from xsub.__main__ import run_stage
 from xsub.config import XsubError
 from xsub.mask import Mask
-from xsub.model import attach_gates, load_finetuned
+from xsub.model import load_finetuned
 from xsub.stages import prune as prune_stage
+from xsub.subnetwork import masked
 
 TINY = ("stage=prune", "task=synth-cls", "debug=tiny", "pruning.n_examples=48", "pruning.batch_size=16")
 
@@ -47,8 +48,7 @@ def test_prune_writes_a_mask_that_really_removes_heads(finetuned_root):
     batch = prune_stage.pruning_batches(cfg, "xsov", tok)[0]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     full = model(**inputs).logits
-    with attach_gates(model) as gates:
-        gates.set(head=mask.heads)
+    with masked(model, mask):
         pruned = model(**inputs).logits
     assert not torch.allclose(full, pruned)
     # the recorded score is the metric with the mask applied

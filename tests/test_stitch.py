@@ -35,7 +35,7 @@ from xsub.analysis.stitch import (
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import IGNORE, TaskMetric
 from xsub.model import attach_gates, encoder_layers
-from xsub.pruning.head_importance import apply_mask
+from xsub.subnetwork import apply_mask
 from xsub.trainer import TrainingDiverged, score_batches
 
 torch.set_num_threads(1)
@@ -125,7 +125,7 @@ def hook_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
 def test_self_stitch_with_identity_is_exact_at_every_layer(masked):
     model = tiny()
     if masked:
-        apply_mask(attach_gates(model), head_mask())
+        apply_mask(model, head_mask())
     twin = copy.deepcopy(model)  # the gates' hooks and tensors are copied with it
     batches = self_labelled(tiny(), inputs())  # labels from the unmasked model: accuracy < 1 when masked
     metric = TaskMetric("classification", LABELS)
@@ -220,8 +220,8 @@ def params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_train_only_moves_the_stitch_and_is_reproducible():
     front, end = tiny(seed=0), sharpen(tiny(seed=1), inputs(4))
-    apply_mask(attach_gates(front), head_mask(3))
-    apply_mask(attach_gates(end), head_mask(4))
+    apply_mask(front, head_mask(3))
+    apply_mask(end, head_mask(4))
     gates_before = (front._xsub_gates.head.clone(), end._xsub_gates.head.clone())
     front_before, end_before = params(front), params(end)
     batches = self_labelled(end, inputs(4))
@@ -295,7 +295,7 @@ def test_mlm_and_token_classification_ends():
 
 def test_front_stops_early_and_no_hooks_remain():
     front, end = tiny(seed=0), tiny(seed=1)
-    apply_mask(attach_gates(front), head_mask())
+    apply_mask(front, head_mask())
     attach_gates(end)
     gated = {
         id(m) for model in (front, end) for lm in encoder_layers(model) for m in (lm.attn_out, lm.ffn_out)
@@ -367,7 +367,7 @@ def test_shuffle_layers_and_no_heads():
     assert torch.equal(empty.mlp, mlp) and empty.meta.method == "no_heads(prune)"
 
     front, end = tiny(seed=0), tiny(seed=1)  # a model without heads still stitches
-    apply_mask(attach_gates(front), no_heads(Mask(torch.ones(LAYERS, HEADS))))
+    apply_mask(front, no_heads(Mask(torch.ones(LAYERS, HEADS))))
     stitched = StitchedModel(front, end, 2)
     least_squares_init(stitched, inputs(2), "cpu")
     assert torch.isfinite(logits(stitched, inputs(1)[0])).all()

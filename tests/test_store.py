@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_cfg
 from xsub import store
 from xsub.config import XsubError
 
@@ -64,9 +64,10 @@ def test_a_two_layer_checkpoint_is_not_the_four_layer_model():
 def test_the_pretraining_keeps_its_own_hyperparameters():
     """A finetuning lr does not ask for a pretraining run with that lr (it was pretrained once)."""
     assert train_key("train.lr=5e-3").upstream[0].id == train_key().upstream[0].id
-    assert train_key("train.lr=5e-3").upstream[0].id == store.model_key(
-        make_cfg("stage=train", "task=synth-mlm", "debug=tiny")
-    ).id
+    assert (
+        train_key("train.lr=5e-3").upstream[0].id
+        == store.model_key(make_cfg("stage=train", "task=synth-mlm", "debug=tiny")).id
+    )
 
 
 @pytest.mark.parametrize(
@@ -190,7 +191,10 @@ def test_a_reader_waits_while_the_input_is_being_rewritten(tmp_path, caplog):
 
 def test_a_missing_input_is_one_line_with_the_command():
     key = mask_key("train.lr=5e-3").upstream[0]
-    with pytest.raises(store.Missing) as err, store.reading(make_cfg(*BASE, "paths.artifacts=/nonexistent"), key):
+    with (
+        pytest.raises(store.Missing) as err,
+        store.reading(make_cfg(*BASE, "paths.artifacts=/nonexistent"), key),
+    ):
         pass
     line = str(err.value)
     assert "\n" not in line and "make it with: python -m xsub stage=train" in line and "train.lr=5e-3" in line
@@ -202,7 +206,7 @@ def test_a_corrupt_record_names_the_command_with_force(tmp_path):
     target = store.path(cfg, key)
     target.mkdir(parents=True)
     (target / store.DONE).write_text("{ not json")
-    with pytest.raises(store.Missing, match="corrupt.*force=true"), store.reading(cfg, key):
+    with pytest.raises(store.Missing, match=r"corrupt.*force=true"), store.reading(cfg, key):
         pass
 
 
@@ -212,10 +216,15 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     def full(*_a, **_k):
         raise OSError(28, "No space left on device", str(tmp_path / "x"))
 
-    with pytest.raises(XsubError, match=r"no space left on device writing .*; free space or move paths.artifacts"):
-        with store.claim(tmp_path, key) as job, job.commit() as out:
-            (out / "a").write_text("1")
-            monkeypatch.setattr(store, "_swap_in", full)
+    with (
+        pytest.raises(
+            XsubError, match=r"no space left on device writing .*; free space or move paths.artifacts"
+        ),
+        store.claim(tmp_path, key) as job,
+        job.commit() as out,
+    ):
+        (out / "a").write_text("1")
+        monkeypatch.setattr(store, "_swap_in", full)
     assert not store.path(tmp_path, key).exists()
 
 

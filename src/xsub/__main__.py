@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir

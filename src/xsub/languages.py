@@ -13,6 +13,8 @@ Wikipedia: `wikimedia/wikipedia` has a `YYYYMMDD.<code>` subset (e.g. `20231101.
 `WIKIPEDIA` lists the ones the project has names and scripts for. For any other wiki, add an entry
 (or a hand-written `conf/lang/<code>.yaml` in the same format) and put the code in the task's
 `languages`.
+
+`SYNTHETIC_LANGUAGES` is the table of the embedded default's generated languages (`xsub.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -295,6 +297,55 @@ TASK_LANGUAGES: dict[str, tuple[str, ...]] = {
     "wikipedia": WIKIPEDIA,
 }
 
+# The embedded default's generated languages: name, script and the grammar settings from which
+# `xsub.data.synthetic` builds each one's lexicon and renders its sentences. Their conf/lang files sit
+# beside the real ones (`synthetic_languages`).
+SYNTHETIC_SCRIPT = "Qaaa"  # ISO 15924 "reserved for private use": none of these languages has a real script
+
+SYNTHETIC_LANGUAGES: dict[str, dict] = {
+    "xsvo": {
+        "name": "Synthetic SVO",
+        "order": "SVO",
+        "script": SYNTHETIC_SCRIPT,
+        "consonants": "ptkmn",
+        "det": True,
+        "adj": "pre",
+        "adposition": "pre",
+        "case": False,
+    },
+    "xsvo2": {
+        "name": "Synthetic SVO, second lexicon",
+        "order": "SVO",
+        "script": SYNTHETIC_SCRIPT,
+        "consonants": "bdglr",
+        "det": True,
+        "adj": "post",
+        "adposition": "pre",
+        "case": False,
+    },
+    "xsov": {
+        "name": "Synthetic SOV, agent particle",
+        "order": "SOV",
+        "script": SYNTHETIC_SCRIPT,
+        "consonants": "sfvhz",
+        "det": False,
+        "adj": "pre",
+        "adposition": "post",
+        "case": True,
+    },
+    "xvso": {
+        "name": "Synthetic VSO",
+        "order": "VSO",
+        "script": SYNTHETIC_SCRIPT,
+        "consonants": "cjqwx",
+        "det": True,
+        "adj": "post",
+        "adposition": "pre",
+        "case": False,
+    },
+}
+
+
 ALL = Language("all", "all languages of the task", "")
 
 
@@ -334,9 +385,10 @@ def write_lang_configs(conf_dir: Path, extra: dict[str, Language] | None = None)
 
 def synthetic_languages() -> dict[str, Language]:
     """The embedded default's generated languages (their files sit beside the real ones)."""
-    from xsub.data.synthetic import LANGUAGES as SYNTHETIC
-
-    return {code: Language(code, str(spec["name"]), str(spec["script"])) for code, spec in SYNTHETIC.items()}
+    return {
+        code: Language(code, str(spec["name"]), str(spec["script"]))
+        for code, spec in SYNTHETIC_LANGUAGES.items()
+    }
 
 
 def _default_conf_dir() -> Path:

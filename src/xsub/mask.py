@@ -5,7 +5,7 @@ A `Mask` covers attention heads ([layers, heads], always), optionally MLP units 
 parameter's shape). An absent optional part means "not pruned". Stages exchange masks only as files
 written by `Mask.save` (safetensors + JSON sidecar, never pickle); `Mask.load` refuses anything it
 cannot trust with a one-line `MaskError` that names the file and the fix. Masks released by the seed
-projects enter through `import_mask`.
+projects enter through `xsub.mask_import.import_mask`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import pickletools
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from xsub.artifacts import atomic_path, lock
 from xsub.config import XsubError
+from xsub.store import atomic_path, lock
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +42,7 @@ EXPECT_KEYS = frozenset({"num_layers", "num_heads", "intermediate_size", "config
 FIX_PRUNE = "prune this model first: python -m xsub stage=prune …"
 FIX_REBUILD = "delete it and its sidecar, then re-run the stage that made it (python -m xsub stage=prune …)"
 FIX_FOREIGN = (
-    "masks from elsewhere enter through xsub.mask.import_mask(path) and are then saved with Mask.save"
-)
-FIX_IMPORT = (
-    "import_mask reads torch.save'd [layers, heads] tensors, '{param}_mask' dicts of tensors and .npy "
-    "[layers, heads] arrays"
-)
-FIX_CONVERT = (
-    "load it where you trust it and re-save just the mask: torch.save(torch.as_tensor(mask), '{dst}') "
-    "or numpy.save('{dst_npy}', mask), then import that"
+    "masks from elsewhere enter through xsub.mask_import.import_mask(path) and are then saved with Mask.save"
 )
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|block|h)\.(\d+)\.")
 
@@ -128,6 +118,26 @@ def _as_bool(t: Any, what: str) -> torch.Tensor:
 def _layer_of(name: str) -> int | None:
     m = _LAYER_RE.search(name)
     return int(m.group(1)) if m else None
+
+
+def _derived_meta(op: str, a: MaskMeta, b: MaskMeta | None = None) -> MaskMeta:
+    """Meta of a mask made from others: fields both agree on kept, scores dropped, provenance in extra."""
+    sources = [a] if b is None else [a, b]
+
+    def agreed(name: str, empty: Any) -> Any:
+        values = {json.dumps(getattr(m, name)) for m in sources}
+        return getattr(a, name) if len(values) == 1 else empty
+
+    return MaskMeta(
+        model_id=agreed("model_id", ""),
+        config_hash=a.config_hash or (b.config_hash if b else ""),
+        task=agreed("task", ""),
+        lang=agreed("lang", ""),
+        seed=agreed("seed", None),
+        method=f"{op}({','.join(m.method for m in sources)})",
+        rounds=agreed("rounds", None),
+        extra={"derived": {"op": op, "from": [m.to_dict() for m in sources]}},
+    )
 
 
 @dataclass(eq=False)
@@ -595,203 +605,3 @@ def _check_expect(st_path: Path, mask: Mask, expect: Mapping[str, Any], fix: str
                     f"masks {name!r} as {list(t.shape)} but this model's is {list(param_shapes[name])}",
                     fix,
                 )
-
-
-# ---- importers for the seed projects' released masks ---------------------------------------------
-
-
-def _derived_meta(op: str, a: MaskMeta, b: MaskMeta | None = None) -> MaskMeta:
-    """Meta of a mask made from others: fields both agree on kept, scores dropped, provenance in extra."""
-    sources = [a] if b is None else [a, b]
-
-    def agreed(name: str, empty: Any) -> Any:
-        values = {json.dumps(getattr(m, name)) for m in sources}
-        return getattr(a, name) if len(values) == 1 else empty
-
-    return MaskMeta(
-        model_id=agreed("model_id", ""),
-        config_hash=a.config_hash or (b.config_hash if b else ""),
-        task=agreed("task", ""),
-        lang=agreed("lang", ""),
-        seed=agreed("seed", None),
-        method=f"{op}({','.join(m.method for m in sources)})",
-        rounds=agreed("rounds", None),
-        extra={"derived": {"op": op, "from": [m.to_dict() for m in sources]}},
-    )
-
-
-def _threshold(t: torch.Tensor, path: Path, what: str, threshold: float) -> torch.Tensor:
-    """Float/int → bool at `threshold`; warns when the values are not a 0/1 mask (scores, not a mask?)."""
-    if t.dtype == torch.bool:
-        return t
-    if t.is_complex():
-        raise _fail(path, f"holds a complex tensor for {what}", FIX_IMPORT)
-    tf = t.detach().to("cpu", torch.float64)
-    if torch.isnan(tf).any():
-        raise _fail(path, f"has NaN values in {what}", FIX_IMPORT)
-    if not ((tf == 0) | (tf == 1)).all():
-        log.warning(
-            "%s: %s values are not all 0/1 (range %.3g..%.3g); thresholded at %s",
-            path,
-            what,
-            float(tf.min()),
-            float(tf.max()),
-            threshold,
-        )
-    return tf >= threshold
-
-
-def _strip_mask_key(key: str, prefix_map: Mapping[str, str] | None) -> str:
-    name = key[: -len("_mask")]
-    for old, new in (prefix_map or {}).items():
-        if name.startswith(old):
-            return new + name[len(old) :]
-    return name
-
-
-def import_mask(
-    path: str | Path,
-    *,
-    num_layers: int | None = None,
-    num_heads: int | None = None,
-    prefix_map: Mapping[str, str] | None = None,
-    threshold: float = 0.5,
-    **meta: Any,
-) -> Mask:
-    """Turn a seed project's released mask file into a `Mask` (then `save` it; stages read only ours).
-
-    Accepted: `.pkl/.pt/.pth/.bin` written by torch.save holding a float [L, H] head tensor or a
-    `{param}_mask` dict of per-weight tensors (seed 002; `prefix_map` renames parameter prefixes,
-    e.g. {"bert.": ""}), `.npy` [L, H] head masks, and our own `.safetensors` (+ sidecar). Values are
-    thresholded at `threshold`. Files are read with `weights_only=True` / `allow_pickle=False`, so an
-    arbitrary pickle is refused, not run. Per-weight masks do not say how many heads the model has:
-    pass `num_heads` (heads are then all kept; layers are inferred from parameter names if not given).
-    `meta` holds MaskMeta fields (model_id, task, lang, seed, method, ...).
-    """
-    p = Path(path)
-    names = {f.name for f in dataclasses.fields(MaskMeta)} - {"fraction_kept"}
-    unknown = set(meta) - names
-    if unknown:
-        raise TypeError(f"unknown MaskMeta fields {sorted(unknown)}; use {sorted(names)}")
-    if not p.is_file():
-        raise _fail(p, "does not exist", "check the path of the released mask")
-    if p.suffix == ".json" or (p.suffix == ".safetensors" and _paths(p)[1].is_file()):
-        return Mask.load(p)
-    obj = _read_foreign(p)
-    mmeta = MaskMeta(**meta)
-    mmeta.extra = dict(mmeta.extra or {})
-    mmeta.extra["imported_from"] = {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-    mmeta.method = mmeta.method or "imported"
-
-    if isinstance(obj, torch.Tensor):
-        if obj.ndim != 2:
-            raise _fail(
-                p,
-                f"holds a {obj.ndim}-D tensor {list(obj.shape)}, head masks are [layers, heads]",
-                FIX_IMPORT,
-            )
-        heads = _threshold(obj, p, "heads", threshold)
-        if (num_layers, num_heads) != (None, None) and (
-            (num_layers is not None and num_layers != heads.shape[0])
-            or (num_heads is not None and num_heads != heads.shape[1])
-        ):
-            raise _fail(
-                p,
-                f"is for a {heads.shape[0]}×{heads.shape[1]} model but this model has "
-                f"{num_layers if num_layers is not None else '?'} layers × "
-                f"{num_heads if num_heads is not None else '?'} heads",
-                "import it for the model it was made for",
-            )
-        return Mask(heads, meta=mmeta)
-
-    if isinstance(obj, dict):
-        if not obj:
-            raise _fail(p, "holds an empty dict", FIX_IMPORT)
-        if (
-            "heads" in obj
-            and set(obj) <= {"heads", "mlp"}
-            and all(isinstance(v, torch.Tensor) for v in obj.values())
-        ):
-            mlp = obj.get("mlp")
-            heads = _threshold(obj["heads"], p, "heads", threshold)
-            mlp = None if mlp is None else _threshold(mlp, p, "mlp", threshold)
-            try:
-                return Mask(heads, mlp, meta=mmeta)
-            except MaskError as e:
-                raise _fail(p, f"holds an invalid mask ({e})", FIX_IMPORT) from e
-        if all(isinstance(k, str) and k.endswith("_mask") for k in obj):
-            if not all(isinstance(v, torch.Tensor) for v in obj.values()):
-                raise _fail(p, "has '_mask' entries that are not tensors", FIX_IMPORT)
-            weights = {_strip_mask_key(k, prefix_map): _threshold(v, p, k, threshold) for k, v in obj.items()}
-            layers = [i for i in (_layer_of(k) for k in weights) if i is not None]
-            L = num_layers if num_layers is not None else (max(layers) + 1 if layers else None)
-            if L is None or num_heads is None:
-                raise _fail(
-                    p,
-                    "holds per-weight masks, which do not say the model's layers × heads",
-                    "pass num_heads=… (and num_layers=… if parameter names carry no layer index)",
-                )
-            return Mask(torch.ones(L, num_heads, dtype=torch.bool), weights=weights, meta=mmeta)
-        keys = sorted(map(str, obj))[:5]
-        raise _fail(p, f"holds a dict that is not a '{{param}}_mask' dict (keys: {keys})", FIX_IMPORT)
-
-    raise _fail(
-        p, f"holds a {type(obj).__name__}, not a head-mask tensor or a '{{param}}_mask' dict", FIX_IMPORT
-    )
-
-
-def _read_foreign(p: Path) -> Any:
-    """Load without executing code: numpy without pickle, torch with weights_only."""
-    if p.suffix == ".npy":
-        with open(p, "rb") as fh:
-            if fh.read(6) != b"\x93NUMPY":  # numpy would otherwise call it a pickle
-                raise _fail(p, "is not a readable .npy file (no NUMPY magic)", FIX_IMPORT)
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            if "allow_pickle" in str(e) or "Object arrays" in str(e):
-                raise _fail(
-                    p,
-                    "is an object array (pickled Python objects), not a plain mask array",
-                    "re-save it with numpy.save(path, mask.astype(float))",
-                ) from e
-            raise _fail(p, f"is not a readable .npy file ({_short(e)})", FIX_IMPORT) from e
-        except (OSError, EOFError) as e:
-            raise _fail(p, f"is not a readable .npy file ({_short(e)})", FIX_IMPORT) from e
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-            raise _fail(
-                p, f"holds a {getattr(arr, 'dtype', type(arr).__name__)} array, not numbers", FIX_IMPORT
-            )
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    if p.suffix == ".safetensors":  # released without our sidecar: plain tensors, still no pickle
-        try:
-            return st_load(p.read_bytes())
-        except (SafetensorError, ValueError, RuntimeError) as e:
-            raise _fail(p, f"is not a readable safetensors file ({_short(e)})", FIX_IMPORT) from e
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # refusals are UnpicklingError; random bytes also IndexError, EOFError, ...
-        if _is_pickle(p):
-            raise _fail(
-                p,
-                "is not a plain tensor file: it pickles Python objects that xsub will not unpickle",
-                FIX_CONVERT.format(
-                    dst=p.with_name(p.stem + ".plain.pt"), dst_npy=p.with_name(p.stem + ".npy")
-                ),
-            ) from e
-        raise _fail(
-            p, "is neither a torch.save file nor a pickle (random or truncated bytes?)", FIX_IMPORT
-        ) from e
-
-
-def _is_pickle(p: Path) -> bool:
-    """Whether a file is structurally a torch zip archive or a pickle stream (opcodes parsed, never run)."""
-    if zipfile.is_zipfile(p):
-        return True
-    try:
-        with open(p, "rb") as fh:
-            for _ in pickletools.genops(fh):
-                pass
-    except Exception:
-        return False
-    return True

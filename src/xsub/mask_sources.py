@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file

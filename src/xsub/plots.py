@@ -3,7 +3,7 @@
 Everything is drawn on a bare `matplotlib.figure.Figure` with an Agg canvas, never through pyplot: no
 global figure registry, no backend switch, safe in threads and on machines without a display. Every
 function validates its inputs before it draws (a wrong label count raises ValueError and writes
-nothing), writes the PNG atomically (`xsub.artifacts.atomic_path`) and returns the target path.
+nothing), writes the PNG atomically (`xsub.store.atomic_path`) and returns the target path.
 
 Defaults aim at readable figures without tuning: the size grows with the matrix, small matrices
 (at most `ANNOTATE_MAX` cells a side) get their values written in the cells, NaN cells are grey, one
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from xsub.artifacts import atomic_path
+from xsub.store import atomic_path
 
 DPI = 150
 ANNOTATE_MAX = 12  # write the values into the cells when both sides are at most this long

@@ -837,6 +837,10 @@ class Checkpoint:
         self.file = Path(file) if file is not None else None
         self.identity = identity
 
+    def stamped(self, detail: str) -> Checkpoint:
+        """The same file, valid only for this loop's own fingerprint too (weights, decisions)."""
+        return Checkpoint(self.file, f"{self.identity}#{detail}")
+
     def child(self, name: str) -> Checkpoint:
         if self.file is None:
             return Checkpoint(None, f"{self.identity}/{name}")

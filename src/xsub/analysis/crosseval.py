@@ -11,8 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from xsub import plots
-from xsub.analysis import Result, masked
+from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs
+from xsub.subnetwork import masked
 from xsub.tables import format_table
 from xsub.trainer import score_batches
 

@@ -24,10 +24,10 @@ from xsub.data import load_split
 from xsub.data.encode import encode
 from xsub.data.parallel import load_parallel
 from xsub.data.synthetic import ensure_synthetic
-from xsub.store import Key as StoreKey
 from xsub.mask import Mask
 from xsub.metrics import TaskMetric, task_metric
 from xsub.model import load_finetuned
+from xsub.store import Key as StoreKey
 from xsub.trainer import Collator, pick_device
 
 Key = tuple[str, str, int]  # (task, lang, seed)

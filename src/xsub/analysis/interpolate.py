@@ -15,7 +15,7 @@ still comparable: their heads are left out and keep the model's own values at ev
 encoder shape mismatch is a ConfigError. Integer buffers (position ids) are never touched.
 
 Masks: a mask is binary and cannot be interpolated, so only the weights are; the caller applies one
-mask at every point with `xsub.analysis.masked`. `path_mask(mask1, mask2, mask_policy)` gives that
+mask at every point with `xsub.subnetwork.masked`. `path_mask(mask1, mask2, mask_policy)` gives that
 mask: "union" (`mask1 | mask2`, every unit either subnetwork keeps — the default, it never removes a
 unit an endpoint relies on) or "intersection" (`mask1 & mask2`, only the shared units). `None` is
 the full model, so the union with it is the full model and the intersection with it the other mask.

@@ -32,12 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from xsub import plots
-from xsub.analysis import Result, masked
+from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs
 from xsub.config import ConfigError
 from xsub.mask import Mask, MaskError
 from xsub.metrics import IGNORE, TaskMetric
 from xsub.model import encoder_layers
+from xsub.subnetwork import masked
 from xsub.tables import format_table
 from xsub.trainer import TrainingDiverged, autocast, score_batches
 

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pandas as pd
+
 from xsub import plots, store
 from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs

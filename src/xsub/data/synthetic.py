@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xsub import store
+from xsub.languages import SYNTHETIC_LANGUAGES as LANGUAGES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -46,50 +47,6 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump whenever the output for a given seed changes: caches regenerate
 NAME = "synthetic"  # data/synthetic/<hash of the parameters> in the store
-SCRIPT = "Qaaa"  # ISO 15924 "reserved for private use": none of these languages has a real script
-
-LANGUAGES: dict[str, dict] = {
-    "xsvo": {
-        "name": "Synthetic SVO",
-        "order": "SVO",
-        "script": SCRIPT,
-        "consonants": "ptkmn",
-        "det": True,
-        "adj": "pre",
-        "adposition": "pre",
-        "case": False,
-    },
-    "xsvo2": {
-        "name": "Synthetic SVO, second lexicon",
-        "order": "SVO",
-        "script": SCRIPT,
-        "consonants": "bdglr",
-        "det": True,
-        "adj": "post",
-        "adposition": "pre",
-        "case": False,
-    },
-    "xsov": {
-        "name": "Synthetic SOV, agent particle",
-        "order": "SOV",
-        "script": SCRIPT,
-        "consonants": "sfvhz",
-        "det": False,
-        "adj": "pre",
-        "adposition": "post",
-        "case": True,
-    },
-    "xvso": {
-        "name": "Synthetic VSO",
-        "order": "VSO",
-        "script": SCRIPT,
-        "consonants": "cjqwx",
-        "det": True,
-        "adj": "post",
-        "adposition": "pre",
-        "case": False,
-    },
-}
 TASKS = ("cls", "ner", "mlm", "parallel")
 TASK_LANGUAGES: dict[str, list[str]] = {task: list(LANGUAGES) for task in TASKS}
 

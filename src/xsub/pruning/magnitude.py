@@ -1,49 +1,38 @@
-"""Unstructured magnitude pruning: seed 004's one-shot global L1 and seed 002's IMP with rewinding.
+"""Unstructured magnitude pruning: one-shot global L1 with its random and "bad" baselines.
 
-Both rank the Q, K, V, attention-output, intermediate and output dense weight matrices of every encoder
+It ranks the Q, K, V, attention-output, intermediate and output dense weight matrices of every encoder
 layer together by |w| (embeddings, biases, LayerNorms, pooler and classifier are never pruned) and
-return `xsub.mask.Mask` objects whose `weights` part holds one bool tensor per matrix (True = kept;
+returns `xsub.mask.Mask` objects whose `weights` part holds one bool tensor per matrix (True = kept;
 heads are all kept). Ties in |w| are broken by position — matrices in `prunable_weights` order, then
 flat index — so a mask is a pure function of the weights. Counts round like torch.nn.utils.prune
-(Python `round`), as the seeds did.
+(Python `round`), as the seeds did. Candidate masks are evaluated through `xsub.subnetwork`, which
+restores the weights after each round. Iterative magnitude pruning with rewinding (`xsub.pruning.imp`)
+builds on the selection, mask and state helpers here.
 
-Training with a weight mask needs more than zeroing once: AdamW's decoupled weight decay and its moment
-estimates move a zeroed weight on every step. `WeightMasker` re-zeroes after each optimiser step, zeroes
-the masked gradients, and re-zeroes before any forward pass if a masked parameter changed, so the mask
-holds exactly whatever trainer drives the steps.
-
-Both searches are resumable: after every round/event the current mask and history are written atomically
-(safetensors + JSON metadata, no pickle) to `state_path`, fingerprinted by the settings and the weights,
-and a rerun continues from there to the identical mask.
+The search is resumable: after every round the current mask and history are written atomically
+to one `xsub.store.Checkpoint`, stamped by the artifact identity, the settings and the
+weights, and a rerun continues from there to the identical mask.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as st_save
 from torch import nn
 
-from xsub.artifacts import atomic_path
-from xsub.config import ConfigError
-from xsub.mask import Mask, MaskError, MaskMeta
+from xsub import store
+from xsub.mask import Mask, MaskMeta
 from xsub.model import config_hash, encoder_layers, gate_shape
+from xsub.subnetwork import KeepMasks, weights_masked
 
 log = logging.getLogger(__name__)
-
-KeepMasks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape, True = kept (CPU)
-MaskLike = Mask | Mapping[str, torch.Tensor]
 
 # ---- which weights ---------------------------------------------------------------------------------
 
@@ -67,25 +56,6 @@ def prunable_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {n: tuple(p.shape) for n, p in prunable_weights(model).items()}
 
 
-def _keep_masks(params: Mapping[str, torch.Tensor], mask_weights: MaskLike) -> KeepMasks:
-    """Validated bool CPU masks for parameters of this model (a Mask or a name -> tensor mapping)."""
-    if isinstance(mask_weights, Mask):
-        if mask_weights.weights is None:
-            raise MaskError("this mask has no weights part; it was not made by magnitude pruning")
-        mask_weights = mask_weights.weights
-    out: KeepMasks = {}
-    for name, keep in mask_weights.items():
-        if name not in params:
-            raise MaskError(f"weight mask names {name!r}, which this model does not have")
-        if tuple(keep.shape) != tuple(params[name].shape):
-            raise MaskError(
-                f"weight mask for {name!r} is {list(keep.shape)}, "
-                f"but the parameter is {list(params[name].shape)}"
-            )
-        out[name] = keep.detach().to("cpu", torch.bool)
-    return out
-
-
 def kept_count(keep: Mapping[str, torch.Tensor]) -> int:
     return sum(int(k.sum()) for k in keep.values())
 
@@ -96,116 +66,12 @@ def sparsity(keep: Mapping[str, torch.Tensor]) -> float:
     return 1.0 - kept_count(keep) / total
 
 
-def _all_kept(params: Mapping[str, torch.Tensor]) -> KeepMasks:
+def all_kept(params: Mapping[str, torch.Tensor]) -> KeepMasks:
     return {n: torch.ones(p.shape, dtype=torch.bool) for n, p in params.items()}
 
 
-def _magnitudes(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def magnitudes(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", torch.float32).abs() for n, p in params.items()}
-
-
-# ---- applying a weight mask ------------------------------------------------------------------------
-
-
-def _zero(param: torch.Tensor, drop: torch.Tensor) -> None:
-    with torch.no_grad():
-        param.masked_fill_(drop.to(param.device), 0)
-
-
-def apply_weight_mask(model: nn.Module, mask_weights: MaskLike) -> None:
-    """Zero the masked weights in place (once; see `WeightMasker` to keep them zero while training)."""
-    params = dict(model.named_parameters())
-    for name, keep in _keep_masks(params, mask_weights).items():
-        _zero(params[name], ~keep)
-
-
-@contextlib.contextmanager
-def weights_masked(model: nn.Module, mask_weights: MaskLike) -> Iterator[nn.Module]:
-    """Evaluate a candidate mask without destroying the caller's weights: zero, yield, restore."""
-    params = dict(model.named_parameters())
-    keep = _keep_masks(params, mask_weights)
-    saved = {n: params[n].detach().clone() for n in keep}
-    try:
-        for name, k in keep.items():
-            _zero(params[name], ~k)
-        yield model
-    finally:
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value)
-
-
-class WeightMasker:
-    """Keeps masked weights exactly zero while a model trains (a context manager; `remove` undoes it).
-
-    - `after_step()`: call after every `optimizer.step()`; re-zeroes (AdamW would move them otherwise);
-    - `zero_grad=True`: gradient hooks zero the masked gradients, so clipping and Adam moments see only
-      kept weights;
-    - `before_forward=True`: a forward pre-hook re-zeroes any masked parameter whose version counter moved
-      since it was last zeroed (an optimiser step, `load_state_dict`), so a trainer without a step hook
-      still never computes with, evaluates or checkpoints a non-zero masked weight; an unchanged model
-      pays one integer compare per matrix.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        mask_weights: MaskLike,
-        *,
-        zero_grad: bool = True,
-        before_forward: bool = True,
-    ) -> None:
-        params = dict(model.named_parameters())
-        self.keep = _keep_masks(params, mask_weights)
-        self._params = {n: params[n] for n in self.keep}
-        self._drop: dict[str, torch.Tensor] = {n: ~k for n, k in self.keep.items()}
-        self._versions: dict[str, int] = {}
-        self._handles: list[Any] = []
-        if zero_grad:
-            self._handles += [p.register_hook(partial(self._masked_grad, n)) for n, p in self._params.items()]
-        if before_forward:
-            self._handles.append(model.register_forward_pre_hook(self._before_forward))
-        self.apply()
-
-    def _drop_on(self, name: str, device: torch.device) -> torch.Tensor:
-        drop = self._drop[name]
-        if drop.device != device:  # the model moved (fit calls model.to(device)); follow it once
-            drop = self._drop[name] = drop.to(device)
-        return drop
-
-    def _zero_one(self, name: str) -> None:
-        param = self._params[name]
-        with torch.no_grad():
-            param.masked_fill_(self._drop_on(name, param.device), 0)
-        self._versions[name] = param._version
-
-    def apply(self) -> None:
-        """Zero every masked weight now."""
-        for name in self._params:
-            self._zero_one(name)
-
-    def after_step(self, *_: Any) -> None:
-        """Re-zero after an optimiser step; accepts and ignores arguments so it fits any callback slot."""
-        self.apply()
-
-    def _masked_grad(self, name: str, grad: torch.Tensor) -> torch.Tensor:
-        return grad.masked_fill(self._drop_on(name, grad.device), 0)
-
-    def _before_forward(self, module: nn.Module, args: tuple) -> None:
-        for name, param in self._params.items():
-            if param._version != self._versions.get(name):
-                self._zero_one(name)
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> WeightMasker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 # ---- selection -------------------------------------------------------------------------------------
@@ -261,7 +127,7 @@ def inverted_like(scores: Mapping[str, torch.Tensor], keep: Mapping[str, torch.T
 # ---- masks and state files -------------------------------------------------------------------------
 
 
-def _mask(model: nn.Module, keep: KeepMasks, method: str, meta: MaskMeta | None, **fields: Any) -> Mask:
+def weight_mask(model: nn.Module, keep: KeepMasks, method: str, meta: MaskMeta | None, **fields: Any) -> Mask:
     shape = gate_shape(model)
     base = meta or MaskMeta()
     extra = {**(base.extra or {}), **fields.pop("extra", {})}
@@ -270,7 +136,7 @@ def _mask(model: nn.Module, keep: KeepMasks, method: str, meta: MaskMeta | None,
     return Mask(heads, weights=dict(keep), meta=info)
 
 
-def _fingerprint(settings: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+def search_fingerprint(settings: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
     """Settings + names, shapes and exact values of the tensors a search depends on."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for name, t in tensors.items():
@@ -279,30 +145,22 @@ def _fingerprint(settings: Mapping[str, Any], tensors: Mapping[str, torch.Tensor
     return h.hexdigest()[:16]
 
 
-def _save_state(path: Path, keep: KeepMasks, state: dict[str, Any]) -> None:
-    blob = st_save({n: k.contiguous() for n, k in keep.items()}, metadata={"state": json.dumps(state)})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(blob)
+def save_state(checkpoint: store.Checkpoint, keep: KeepMasks, state: dict[str, Any]) -> None:
+    checkpoint.save({"keep": {n: k.contiguous() for n, k in keep.items()}, "state": json.dumps(state)})
 
 
-def _load_state(
-    path: Path | None, fingerprint: str, names: Mapping[str, Any]
+def load_state(
+    checkpoint: store.Checkpoint, names: Mapping[str, Any]
 ) -> tuple[KeepMasks, dict[str, Any]] | None:
-    """The saved (mask, state) of an interrupted search, or None; another search's state is refused.
+    """The saved (mask, state) of an interrupted search of the same identity, or None (start fresh).
 
-    The mask comes back in the order of `names` (safetensors sorts keys): order decides ties and random masks.
+    The mask comes back in the order of `names`: order decides ties and random masks.
     """
-    if path is None or not Path(path).is_file():
+    saved = checkpoint.load()
+    if saved is None or set(saved["keep"]) != set(names):
         return None
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads((f.metadata() or {})["state"])
-        keep = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    if state.get("fingerprint") != fingerprint or set(keep) != set(names):
-        raise ConfigError(
-            f"pruning state {path} was made with other weights or settings; delete it to start over"
-        )
-    log.info("resuming pruning search from %s", path)
-    return {n: keep[n] for n in names}, state
+    log.info("resuming pruning search from %s", checkpoint.file)
+    return {n: saved["keep"][n] for n in names}, json.loads(saved["state"])
 
 
 # ---- one-shot global magnitude pruning (seed 004) --------------------------------------------------
@@ -335,24 +193,21 @@ def _start_magnitude(
     model: nn.Module,
     evaluate_fn: Callable[[nn.Module], float],
     params: Mapping[str, torch.Tensor],
-    fingerprint: str,
-    state_path: Path | None,
+    checkpoint: store.Checkpoint,
 ) -> tuple[KeepMasks, dict[str, Any]]:
-    """Resume from `state_path`, or evaluate the unpruned model and write round 0."""
-    saved = _load_state(state_path, fingerprint, params)
+    """Resume from `checkpoint`, or evaluate the unpruned model and write round 0."""
+    saved = load_state(checkpoint, params)
     if saved is not None:
         return saved
     unpruned = float(evaluate_fn(model))
     state = {
-        "fingerprint": fingerprint,
         "rounds_done": 0,
         "stopped": False,
         "unpruned": unpruned,
         "history": [{"round": 0, "sparsity": 0.0, "score": unpruned, "accepted": True}],
     }
-    keep = _all_kept(params)
-    if state_path is not None:
-        _save_state(state_path, keep, state)
+    keep = all_kept(params)
+    save_state(checkpoint, keep, state)
     log.info("magnitude pruning: unpruned score %.4f", unpruned)
     return keep, state
 
@@ -362,7 +217,7 @@ def magnitude_prune(
     evaluate_fn: Callable[[nn.Module], float],
     cfg: Any,
     *,
-    state_path: str | Path | None = None,
+    checkpoint: store.Checkpoint | None = None,
     seed: int = 0,
     higher_is_better: bool = True,
     meta: MaskMeta | None = None,
@@ -378,16 +233,16 @@ def magnitude_prune(
     (per-matrix equal count, `seed`) and bad (inverted magnitude) masks match its size. `on_round`
     gets each round's history entry after the state is saved (a test kills the run there).
     """
-    state_path = Path(state_path) if state_path is not None else None
     params = prunable_weights(model)
-    scores = _magnitudes(params)
+    scores = magnitudes(params)
     settings = {
         "fraction": cfg.weight_fraction_per_round,
         "rounds": cfg.weight_rounds,
         "line": cfg.threshold if higher_is_better else cfg.mlm_threshold,
         "higher_is_better": higher_is_better,
     }
-    keep, state = _start_magnitude(model, evaluate_fn, params, _fingerprint(settings, scores), state_path)
+    stamped = (checkpoint or store.Checkpoint(None, "")).stamped(search_fingerprint(settings, scores))
+    keep, state = _start_magnitude(model, evaluate_fn, params, stamped)
     while not state["stopped"] and state["rounds_done"] < cfg.weight_rounds:
         n = round(cfg.weight_fraction_per_round * kept_count(keep))
         if n == 0:
@@ -402,8 +257,7 @@ def magnitude_prune(
         state["rounds_done"] += 1
         state["stopped"] = not accepted
         keep = candidate if accepted else keep
-        if state_path is not None:
-            _save_state(state_path, keep, state)
+        save_state(stamped, keep, state)
         log.info("magnitude round %(round)d: sparsity %(sparsity).4f, score %(score).4f", entry)
         if on_round is not None:
             on_round(state["history"][-1])
@@ -423,177 +277,12 @@ def _magnitude_result(
     size = {"rounds": last["round"], "extra": {"sparsity": last["sparsity"]}}
     found = _with(size, history=state["history"], fraction_per_round=cfg.weight_fraction_per_round)
     scored = {"score_before": state["unpruned"], "score_after": last["score"]}
-    mask = _mask(model, keep, "magnitude", meta, **scored, **found)
-    random = _mask(model, random_like(keep, seed), "magnitude-random", meta, **_with(size, seed=seed))
-    bad = _mask(model, inverted_like(scores, keep), "magnitude-bad", meta, **size)
+    mask = weight_mask(model, keep, "magnitude", meta, **scored, **found)
+    random = weight_mask(model, random_like(keep, seed), "magnitude-random", meta, **_with(size, seed=seed))
+    bad = weight_mask(model, inverted_like(scores, keep), "magnitude-bad", meta, **size)
     log.info("magnitude pruning: kept mask of round %d, sparsity %.4f", last["round"], last["sparsity"])
     return MagnitudeResult(mask, random, bad, state["history"], state["unpruned"], last["score"])
 
 
 def _with(fields: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {**fields, "extra": {**fields["extra"], **extra}}
-
-
-# ---- iterative magnitude pruning with rewinding (seed 002) -----------------------------------------
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One stretch of training between pruning events, as handed to `train_fn`.
-
-    The contract: `train_fn(model, segment)` builds a NEW optimiser (and schedule), trains `model` in
-    place for `steps` optimiser steps (None = one epoch), calls `after_step()` after every
-    `optimizer.step()` (with `xsub.trainer.fit`: pass it as the per-step callback), seeds its data order
-    and dropout from `index` (so a resumed search repeats the same segment exactly), and returns a
-    JSON-able summary (e.g. the final train loss or dev score) or None.
-    """
-
-    index: int  # 0-based; the event this training leads to is index + 1
-    steps: int | None
-    after_step: Callable[..., None]
-
-
-TrainFn = Callable[[nn.Module, Segment], Any]
-
-
-@dataclass
-class ImpResult:
-    mask: Mask
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def imp_num_events(cfg: Any, *, epochs: int, steps_per_epoch: int) -> int:
-    """Pruning events in a finetuning run: one per `cfg.imp_prune_every` steps (0 = per epoch)."""
-    every = cfg.imp_prune_every or steps_per_epoch
-    return max(1, (epochs * steps_per_epoch) // every)
-
-
-def imp_target_sparsity(event: int, num_events: int, final_sparsity: float) -> float:
-    """Seed 002's linear schedule: after event e of N, (e / N) × final sparsity of the original weights."""
-    return event / num_events * final_sparsity
-
-
-def reinit_weights(model: nn.Module, seed: int) -> None:
-    """Re-initialise every weight with the model's own `_init_weights`, seeded (weight_init=rand).
-
-    transformers 5 marks loaded tensors `_is_hf_initialized` and its init functions then silently skip
-    them, so after `from_pretrained` a plain `init_weights()` changes nothing; the marks are lifted for
-    the call and restored. The caller's RNG is untouched.
-    """
-    init = getattr(model, "_init_weights", None)
-    if init is None:
-        raise TypeError(
-            f"{type(model).__name__} has no _init_weights; weight_init=rand needs a transformers model"
-        )
-    tensors = [*model.parameters(), *model.buffers()]
-    marked = [t for t in tensors if getattr(t, "_is_hf_initialized", False)]
-    cuda = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
-    try:
-        for t in marked:
-            t._is_hf_initialized = False
-        with torch.random.fork_rng(devices=cuda), torch.no_grad():
-            torch.manual_seed(seed)
-            model.apply(init)
-    finally:
-        for t in marked:
-            t._is_hf_initialized = True
-    log.info("re-initialised %s from seed %d (weight_init=rand)", type(model).__name__, seed)
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _rewind(model: nn.Module, rewind_state: Mapping[str, torch.Tensor], keep: KeepMasks) -> None:
-    """Surviving weights (and every other tensor in `rewind_state`) back to the start; masked ones zero."""
-    result = model.load_state_dict(dict(rewind_state), strict=False)
-    if result.unexpected_keys:
-        raise ConfigError(f"rewind state has tensors this model lacks, e.g. {result.unexpected_keys[0]}")
-    apply_weight_mask(model, keep)
-
-
-def _rewind_state(
-    model: nn.Module,
-    pretrained_state: Mapping[str, torch.Tensor] | None,
-    weight_init: str,
-    seed: int,
-) -> dict[str, torch.Tensor]:
-    """What surviving weights rewind to: the pretrained values, or a seeded random init of the model."""
-    if weight_init == "rand":
-        reinit_weights(model, seed)
-        return _snapshot(model)
-    if weight_init != "pre":
-        raise ConfigError(f"weight_init must be 'pre' or 'rand', got {weight_init!r}")
-    state = _snapshot(model) if pretrained_state is None else dict(pretrained_state)
-    missing = [n for n in prunable_weights(model) if n not in state]
-    if missing:
-        raise ConfigError(f"pretrained_state lacks prunable weight {missing[0]}; pass model.state_dict()")
-    return state
-
-
-def imp_prune(
-    model: nn.Module,
-    pretrained_state: Mapping[str, torch.Tensor] | None,
-    train_fn: TrainFn,
-    cfg: Any,
-    *,
-    num_events: int,
-    weight_init: Literal["pre", "rand"] = "pre",
-    seed: int = 0,
-    state_path: str | Path | None = None,
-    meta: MaskMeta | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-) -> ImpResult:
-    """Seed 002's iterative magnitude pruning with rewinding during finetuning.
-
-    For event e = 1..num_events: rewind the model to `pretrained_state` (None: the model as passed)
-    with the current mask applied, train one `Segment` (`cfg.imp_prune_every` steps, 0 = one epoch)
-    under a `WeightMasker`, then prune the smallest-|w| surviving weights of the trained model until
-    round(e / N × `cfg.imp_final_sparsity` × total) of the original prunable weights are gone.
-    `weight_init="rand"` rewinds to a seeded re-initialisation of the whole model instead (the branch
-    that crashed in seed 002). On return the model holds the ticket: rewound weights, mask applied.
-    """
-    state_path = Path(state_path) if state_path is not None else None
-    rewind_state = _rewind_state(model, pretrained_state, weight_init, seed)
-    params = prunable_weights(model)
-    total = sum(p.numel() for p in params.values())
-    steps = cfg.imp_prune_every or None
-    settings = {
-        "events": num_events,
-        "final": cfg.imp_final_sparsity,
-        "every": cfg.imp_prune_every,
-        "weight_init": weight_init,
-        "seed": seed,
-    }
-    fingerprint = _fingerprint(settings, {n: rewind_state[n] for n in params})
-    saved = _load_state(state_path, fingerprint, params)
-    keep, state = saved or (_all_kept(params), {"fingerprint": fingerprint, "events_done": 0, "history": []})
-    while state["events_done"] < num_events:
-        event = state["events_done"] + 1
-        _rewind(model, rewind_state, keep)
-        with WeightMasker(model, keep) as masker:
-            summary = train_fn(model, Segment(event - 1, steps, masker.after_step))
-            masker.apply()
-        target = imp_target_sparsity(event, num_events, cfg.imp_final_sparsity)
-        n = round(target * total) - (total - kept_count(keep))
-        keep = prune_smallest(_magnitudes(params), keep, n)
-        entry = {"event": event, "target": target, "sparsity": sparsity(keep), "train": _jsonable(summary)}
-        state["history"].append(entry)
-        state["events_done"] = event
-        if state_path is not None:
-            _save_state(state_path, keep, state)
-        log.info("IMP event %d/%d: sparsity %.4f (target %.4f)", event, num_events, entry["sparsity"], target)
-        if on_event is not None:
-            on_event(entry)
-    _rewind(model, rewind_state, keep)
-    extra = {"history": state["history"], "weight_init": weight_init, "sparsity": sparsity(keep)}
-    mask = _mask(model, keep, "imp", meta, rounds=num_events, extra=extra)
-    return ImpResult(mask, state["history"])
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value

@@ -118,7 +118,8 @@ def collect_masks(entries: list[store.Entry]) -> tuple[pd.DataFrame, dict[tuple,
             heads[key] = (Mask(heads=mask.heads, meta={"config_hash": meta.config_hash}), varying.row(e))
     columns = [
         "model", "task", "method", "lang", "seed", "heads_kept", "heads_total", "fraction_heads",
-        "fraction_mlp", "fraction_weights", "score_before", "score_after", "rounds", "model_seed", "run", "path",
+        "fraction_mlp", "fraction_weights", "score_before", "score_after", "rounds", "model_seed", "run",
+        "path",
     ]  # fmt: skip
     return _frame(rows, columns, varying), heads, bad
 

@@ -85,7 +85,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if sc.remove and entries:
         if not sc.yes:
             print(
-                f"store.remove: would delete the {len(entries)} artifact(s) above; add store.yes=true to delete"
+                f"store.remove: would delete the {len(entries)} artifact(s) above; "
+                "add store.yes=true to delete them"
             )
         else:
             for e in entries:

@@ -1,42 +1,35 @@
-"""Structured pruning by gate-gradient importance (Michel et al. 2019), as the seeds ran it.
+"""Structured pruning of heads and MLPs by gate-gradient importance, iterated as the seeds ran it.
 
-`importance` is one pass over the pruning data: dropout off, parameters frozen, the gates (at the
-current mask) tracked, so `loss.backward()` computes ∂L/∂gate and nothing else; the same forward
-pass feeds the task metric, so each round costs one pass, not an importance pass plus an evaluation.
-
-`prune_heads` is the iterative loop of bertology's `mask_heads` (seed 000/001) and of seed 004's
-joint heads+MLP schedule: mask the least important units still on, re-measure under the new mask,
-stop once the score crosses the threshold and return the last mask that did not. Every round is kept
-in a history (importances for t-SNE, scores for curves) and checkpointed, so a killed job resumes and
-ends with the identical mask and history.
+`prune_heads` is the iterative loop of bertology's `mask_heads` (as the seed projects ran it) and of
+the joint heads+MLP schedule: mask the least important units still on, re-measure under the new mask
+(`xsub.pruning.importance`), stop once the score crosses the threshold and return the last mask that
+did not. Every round is kept in a history (importances for t-SNE, scores for curves) and checkpointed,
+so a killed job resumes and ends with the identical mask and history.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from xsub import artifacts
+from xsub import store
 from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import TaskMetric
-from xsub.model import GATE_NAMES, Gates, attach_gates, config_hash, model_signature
-from xsub.trainer import autocast
+from xsub.model import attach_gates, config_hash, model_signature
+from xsub.pruning.importance import Batches, ImportanceResult, importance
+from xsub.subnetwork import set_gates
 
 log = logging.getLogger(__name__)
 
-LAYER_NORM_EPS = 1e-20  # bertology's guard in the per-layer division
 STATE_VERSION = 1
 METHODS = ("heads", "heads_mlp")
 # PruningConfig fields a resumed loop must share with the run that wrote its state
@@ -53,199 +46,9 @@ DECISION_FIELDS = (
     "cumulative_grad",
 )
 
-Batches = Iterable[Mapping[str, torch.Tensor]]
-
 
 # --------------------------------------------------------------------------------------------------
-# One importance pass
-
-
-@dataclass
-class ImportanceResult:
-    """Normalised |∂L/∂gate| per requested part, and the metric measured in the same pass."""
-
-    head: torch.Tensor | None  # [L, H]
-    mlp: torch.Tensor | None = None  # [L]
-    mlp_units: torch.Tensor | None = None  # [L, I]
-    score: float = math.nan
-    tokens: int = 0
-    seconds: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else math.inf
-
-    def parts(self) -> dict[str, torch.Tensor]:
-        """Present importances by gate name."""
-        return {name: t for name in GATE_NAMES if (t := getattr(self, name)) is not None}
-
-
-def importance(
-    model: nn.Module,
-    gates: Gates,
-    loader: Batches,
-    metric: TaskMetric,
-    device: torch.device | str,
-    *,
-    parts: Sequence[str] = ("head",),
-    normalize_tokens: bool = True,
-    normalize_layers: bool = True,
-    normalize_global: bool = True,
-    cumulative: bool = False,
-    precision: str = "auto",
-) -> ImportanceResult:
-    """Σ_batches |∂L/∂g| for the gates in `parts` at their current values, plus the metric's score.
-
-    `cumulative=True` reproduces the seeds' bug (gate gradient never zeroed, so each batch added the
-    running sum of gradients). Batches must hold `labels` (the model computes the loss). The model's
-    train mode and its parameters' `requires_grad` are restored; no parameter gradient is computed.
-    """
-    parts = _check_parts(gates, parts)
-    device = torch.device(device)
-    _gates_follow_model(gates)
-    metric.reset()
-    start = time.perf_counter()
-    with _gradients_to_gates_only(model, gates, parts):
-        raw, tokens = _accumulate(model, gates, loader, metric, device, parts, cumulative, precision)
-    seconds = time.perf_counter() - start
-    values = {
-        name: normalize(
-            raw[name],
-            tokens,
-            by_tokens=normalize_tokens,
-            by_layer=normalize_layers,
-            global_minmax=normalize_global,
-        )
-        for name in parts
-    }
-    score = float(metric.compute()[metric.name])
-    return ImportanceResult(**values, score=score, tokens=tokens, seconds=seconds)
-
-
-def normalize(
-    raw: torch.Tensor,
-    tokens: int,
-    *,
-    by_tokens: bool = True,
-    by_layer: bool = True,
-    global_minmax: bool = True,
-) -> torch.Tensor:
-    """The seeds' normalisations in their order: / tokens; per layer / (L2 norm + 1e-20); min-max.
-
-    The per-layer step applies to 2-D parts only ([L, H] heads, [L, I] units): seed 004 did not
-    layer-normalise its [L] MLP scores (one gate per layer would all become 1). A constant tensor
-    min-maxes to zeros, where the seeds divided 0/0 into NaN.
-    """
-    x = raw.detach().float().clone()
-    if by_tokens:
-        x = x / tokens
-    if by_layer and x.ndim == 2:
-        x = x / (x.pow(2).sum(-1).pow(0.5).unsqueeze(-1) + LAYER_NORM_EPS)
-    if global_minmax:
-        lo, hi = x.min(), x.max()
-        x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
-    return x
-
-
-def _check_parts(gates: Gates, parts: Sequence[str]) -> tuple[str, ...]:
-    parts = tuple(dict.fromkeys(parts))
-    present = gates.tensors()
-    for name in parts:
-        if name not in GATE_NAMES:
-            raise ValueError(f"unknown gate part {name!r}; use one of {', '.join(GATE_NAMES)}")
-        if name not in present:
-            raise ValueError(f"gate part {name!r} is not attached; use attach_gates(model, units=True)")
-    if not parts:
-        raise ValueError("importance needs at least one gate part")
-    return parts
-
-
-def _gates_follow_model(gates: Gates) -> None:
-    """Gate storage on the hooked weights' device: a grad-tracked gate is never moved by the hooks."""
-    device = gates.layers[0].attn_out.weight.device
-    if any(t.device != device for t in gates.tensors().values()):
-        gates.to(device=device)
-
-
-@contextlib.contextmanager
-def _gradients_to_gates_only(model: nn.Module, gates: Gates, parts: tuple[str, ...]) -> Iterator[None]:
-    """Dropout off, parameters frozen, only `parts` gates tracked; all flags restored afterwards."""
-    was_training = model.training
-    param_flags = [(p, p.requires_grad) for p in model.parameters()]
-    gate_flags = {name: t.requires_grad for name, t in gates.tensors().items()}
-    model.eval()
-    for p, _ in param_flags:
-        p.requires_grad_(False)
-    gates.requires_grad_(False).requires_grad_(True, which=parts)
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        gates.zero_grad()
-        for name, flag in gate_flags.items():
-            gates.requires_grad_(flag, which=(name,))
-        for p, flag in param_flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-def _accumulate(
-    model: nn.Module,
-    gates: Gates,
-    loader: Batches,
-    metric: TaskMetric,
-    device: torch.device,
-    parts: tuple[str, ...],
-    cumulative: bool,
-    precision: str,
-) -> tuple[dict[str, torch.Tensor], int]:
-    """Raw Σ|grad| per part (fp32, CPU) and the number of attended tokens."""
-    tensors = gates.tensors()
-    raw = {n: torch.zeros(tensors[n].shape, dtype=torch.float32, device=tensors[n].device) for n in parts}
-    running = {n: torch.zeros_like(v) for n, v in raw.items()}
-    tokens = 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        gates.zero_grad()
-        with autocast(device, precision):
-            out = model(**batch)
-        if out.loss is None:
-            raise ValueError("importance needs batches with 'labels' so that the model returns a loss")
-        out.loss.backward()
-        for n in parts:
-            grad = tensors[n].grad
-            grad = torch.zeros_like(raw[n]) if grad is None else grad.detach().float()
-            if cumulative:  # the seeds' never-zeroed .grad: what they added was the running sum
-                running[n] += grad
-                grad = running[n]
-            raw[n] += grad.abs()
-        metric.update(out.logits, batch["labels"])
-        tokens += _count_tokens(batch)
-    if tokens == 0:
-        raise ValueError("importance: the loader yielded no tokens")
-    return {n: v.cpu() for n, v in raw.items()}, tokens
-
-
-def _count_tokens(batch: Mapping[str, torch.Tensor]) -> int:
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel())
-
-
-# --------------------------------------------------------------------------------------------------
-# Masks on gates and the selection rule
-
-
-def apply_mask(gates: Gates, mask: Mask) -> Gates:
-    """Set the gates to a `Mask` (absent parts open): heads, and MLPs as [L] layers or [L, I] units."""
-    parts = {"head": mask.heads}
-    if mask.mlp is not None:
-        parts["mlp" if mask.mlp.ndim == 1 else "mlp_units"] = mask.mlp
-    return _set_gates(gates, parts)
-
-
-def _set_gates(gates: Gates, parts: Mapping[str, torch.Tensor]) -> Gates:
-    return gates.reset().set(**dict(parts))
+# The selection rule
 
 
 def masked_importance(importance: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
@@ -388,7 +191,7 @@ def prune_heads(
     device: torch.device | str,
     cfg: PruningConfig,
     *,
-    state_path: Path | None = None,
+    checkpoint: store.Checkpoint | None = None,
     mlm: bool = False,
     precision: str = "auto",
     on_round: Callable[[RoundRecord], None] | None = None,
@@ -396,9 +199,10 @@ def prune_heads(
     """Iterative importance pruning; returns the last mask whose score stayed acceptable.
 
     Acceptable: score ≥ threshold × score0, or for MLM / lower-is-better metrics score ≤
-    mlm_threshold × score0. The loop state is written to `state_path` after every round and resumed
-    from it if present. `on_round` is called with each new record after it is saved. The gates stay
-    attached to `model`, set to the returned mask. The loader must yield the same batches each pass.
+    mlm_threshold × score0. The loop state is written to `checkpoint` after every round and resumed
+    from it if it belongs to the same settings and model. `on_round` is called with each new record
+    after it is saved. The gates stay attached to `model`, set to the returned mask. The loader must
+    yield the same batches each pass.
     """
     plan = phases(cfg)
     gates = attach_gates(model, units=cfg.method == "heads_mlp" and cfg.mlp_units)
@@ -406,10 +210,12 @@ def prune_heads(
     shapes = {p: tuple(gates.tensors()[p].shape) for p in parts}
     k = {p: per_round(p, math.prod(shapes[p]), cfg) for p in parts}
     lower_better = mlm or not metric.higher_is_better
-    fingerprint = _fingerprint(model, cfg, metric, lower_better, precision)
+    state = (checkpoint or store.Checkpoint(None, "")).stamped(
+        _fingerprint(model, cfg, metric, lower_better, precision)
+    )
 
     def measure(mask: dict[str, torch.Tensor]) -> ImportanceResult:
-        _set_gates(gates, mask)
+        set_gates(gates, mask)
         return importance(
             model,
             gates,
@@ -425,12 +231,12 @@ def prune_heads(
         )
 
     def finish(loop: _Loop, record: RoundRecord) -> None:
-        _save_state(state_path, loop, fingerprint)
+        _save_state(state, loop)
         _log_round(record, metric.name, loop.history[0].score, _limit(cfg, lower_better))
         if on_round is not None:
             on_round(record)
 
-    loop = _load_state(state_path, fingerprint)
+    loop = _load_state(state)
     if loop is None:
         full = {p: torch.ones(shapes[p], dtype=torch.bool) for p in parts}
         loop = _Loop(phase=0, accepted=0, history=[_record(0, "unpruned", full, measure(full), True)])
@@ -443,7 +249,7 @@ def prune_heads(
         if mask is None:
             log.info("phase %s: nothing left to mask without emptying a part; next phase", name)
             loop.phase += 1
-            _save_state(state_path, loop, fingerprint)
+            _save_state(state, loop)
             continue
         result = measure(mask)
         ok = _acceptable(result.score, score0, cfg, lower_better)
@@ -455,7 +261,7 @@ def prune_heads(
         finish(loop, loop.history[-1])
 
     best = loop.history[loop.accepted]
-    _set_gates(gates, best.mask)
+    set_gates(gates, best.mask)
     return PruneResult(_to_mask(model, cfg, loop, metric.name, lower_better, k), loop.history)
 
 
@@ -562,33 +368,25 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_state(path: Path | None, loop: _Loop, fingerprint: str) -> None:
-    if path is None:
-        return
-    state = {
-        "version": STATE_VERSION,
-        "fingerprint": fingerprint,
-        "phase": loop.phase,
-        "accepted": loop.accepted,
-        "history": [r.to_state() for r in loop.history],
-    }
-    with artifacts.atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+def _save_state(checkpoint: store.Checkpoint, loop: _Loop) -> None:
+    checkpoint.save(
+        {
+            "version": STATE_VERSION,
+            "phase": loop.phase,
+            "accepted": loop.accepted,
+            "history": [r.to_state() for r in loop.history],
+        }
+    )
 
 
-def _load_state(path: Path | None, fingerprint: str) -> _Loop | None:
-    if path is None or not Path(path).is_file():
+def _load_state(checkpoint: store.Checkpoint) -> _Loop | None:
+    state = checkpoint.load()
+    if state is None or state.get("version") != STATE_VERSION:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("version") != STATE_VERSION or state.get("fingerprint") != fingerprint:
-        raise ConfigError(
-            f"pruning state {path} was written with other pruning settings or another model; "
-            f"delete it to start over, or run with the settings that made it"
-        )
     loop = _Loop(
         phase=int(state["phase"]),
         accepted=int(state["accepted"]),
         history=[RoundRecord.from_state(r) for r in state["history"]],
     )
-    log.info("resuming pruning from %s after round %d", path, loop.rounds)
+    log.info("resuming pruning from %s after round %d", checkpoint.file, loop.rounds)
     return loop

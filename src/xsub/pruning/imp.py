@@ -1,0 +1,174 @@
+"""Iterative magnitude pruning (IMP) with rewinding during finetuning, the lottery-ticket search.
+
+Each pruning event rewinds the surviving weights to their start (pretrained, or a seeded random
+init), trains one segment with the mask held exactly zero (`xsub.subnetwork.WeightMasker`), then
+removes the smallest-|w| surviving weights of the trained model until a linear schedule's sparsity is
+reached. Selection, masks and the resumable state file are magnitude pruning's
+(`xsub.pruning.magnitude`); a rerun continues after the last finished event to the identical mask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from xsub import store
+from xsub.config import ConfigError
+from xsub.mask import Mask, MaskMeta
+from xsub.model import reinit_weights
+from xsub.pruning.magnitude import (
+    all_kept,
+    kept_count,
+    load_state,
+    magnitudes,
+    prunable_weights,
+    prune_smallest,
+    save_state,
+    search_fingerprint,
+    sparsity,
+    weight_mask,
+)
+from xsub.subnetwork import KeepMasks, WeightMasker, apply_weight_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of training between pruning events, as handed to `train_fn`.
+
+    The contract: `train_fn(model, segment)` builds a NEW optimiser (and schedule), trains `model` in
+    place for `steps` optimiser steps (None = one epoch), calls `after_step()` after every
+    `optimizer.step()` (with `xsub.trainer.fit`: pass it as the per-step callback), seeds its data order
+    and dropout from `index` (so a resumed search repeats the same segment exactly), and returns a
+    JSON-able summary (e.g. the final train loss or dev score) or None.
+    """
+
+    index: int  # 0-based; the event this training leads to is index + 1
+    steps: int | None
+    after_step: Callable[..., None]
+
+
+TrainFn = Callable[[nn.Module, Segment], Any]
+
+
+@dataclass
+class ImpResult:
+    mask: Mask
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def imp_num_events(cfg: Any, *, epochs: int, steps_per_epoch: int) -> int:
+    """Pruning events in a finetuning run: one per `cfg.imp_prune_every` steps (0 = per epoch)."""
+    every = cfg.imp_prune_every or steps_per_epoch
+    return max(1, (epochs * steps_per_epoch) // every)
+
+
+def imp_target_sparsity(event: int, num_events: int, final_sparsity: float) -> float:
+    """Seed 002's linear schedule: after event e of N, (e / N) × final sparsity of the original weights."""
+    return event / num_events * final_sparsity
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _rewind(model: nn.Module, rewind_state: Mapping[str, torch.Tensor], keep: KeepMasks) -> None:
+    """Surviving weights (and every other tensor in `rewind_state`) back to the start; masked ones zero."""
+    result = model.load_state_dict(dict(rewind_state), strict=False)
+    if result.unexpected_keys:
+        raise ConfigError(f"rewind state has tensors this model lacks, e.g. {result.unexpected_keys[0]}")
+    apply_weight_mask(model, keep)
+
+
+def _rewind_state(
+    model: nn.Module,
+    pretrained_state: Mapping[str, torch.Tensor] | None,
+    weight_init: str,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """What surviving weights rewind to: the pretrained values, or a seeded random init of the model."""
+    if weight_init == "rand":
+        reinit_weights(model, seed)
+        return _snapshot(model)
+    if weight_init != "pre":
+        raise ConfigError(f"weight_init must be 'pre' or 'rand', got {weight_init!r}")
+    state = _snapshot(model) if pretrained_state is None else dict(pretrained_state)
+    missing = [n for n in prunable_weights(model) if n not in state]
+    if missing:
+        raise ConfigError(f"pretrained_state lacks prunable weight {missing[0]}; pass model.state_dict()")
+    return state
+
+
+def imp_prune(
+    model: nn.Module,
+    pretrained_state: Mapping[str, torch.Tensor] | None,
+    train_fn: TrainFn,
+    cfg: Any,
+    *,
+    num_events: int,
+    weight_init: Literal["pre", "rand"] = "pre",
+    seed: int = 0,
+    checkpoint: store.Checkpoint | None = None,
+    meta: MaskMeta | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> ImpResult:
+    """Seed 002's iterative magnitude pruning with rewinding during finetuning.
+
+    For event e = 1..num_events: rewind the model to `pretrained_state` (None: the model as passed)
+    with the current mask applied, train one `Segment` (`cfg.imp_prune_every` steps, 0 = one epoch)
+    under a `WeightMasker`, then prune the smallest-|w| surviving weights of the trained model until
+    round(e / N × `cfg.imp_final_sparsity` × total) of the original prunable weights are gone.
+    `weight_init="rand"` rewinds to a seeded re-initialisation of the whole model instead (the branch
+    that crashed in seed 002). On return the model holds the ticket: rewound weights, mask applied.
+    """
+    rewind_state = _rewind_state(model, pretrained_state, weight_init, seed)
+    params = prunable_weights(model)
+    total = sum(p.numel() for p in params.values())
+    steps = cfg.imp_prune_every or None
+    settings = {
+        "events": num_events,
+        "final": cfg.imp_final_sparsity,
+        "every": cfg.imp_prune_every,
+        "weight_init": weight_init,
+        "seed": seed,
+    }
+    stamped = (checkpoint or store.Checkpoint(None, "")).stamped(
+        search_fingerprint(settings, {n: rewind_state[n] for n in params})
+    )
+    saved = load_state(stamped, params)
+    keep, state = saved or (all_kept(params), {"events_done": 0, "history": []})
+    while state["events_done"] < num_events:
+        event = state["events_done"] + 1
+        _rewind(model, rewind_state, keep)
+        with WeightMasker(model, keep) as masker:
+            summary = train_fn(model, Segment(event - 1, steps, masker.after_step))
+            masker.apply()
+        target = imp_target_sparsity(event, num_events, cfg.imp_final_sparsity)
+        n = round(target * total) - (total - kept_count(keep))
+        keep = prune_smallest(magnitudes(params), keep, n)
+        entry = {"event": event, "target": target, "sparsity": sparsity(keep), "train": _jsonable(summary)}
+        state["history"].append(entry)
+        state["events_done"] = event
+        save_state(stamped, keep, state)
+        log.info("IMP event %d/%d: sparsity %.4f (target %.4f)", event, num_events, entry["sparsity"], target)
+        if on_event is not None:
+            on_event(entry)
+    _rewind(model, rewind_state, keep)
+    extra = {"history": state["history"], "weight_init": weight_init, "sparsity": sparsity(keep)}
+    mask = weight_mask(model, keep, "imp", meta, rounds=num_events, extra=extra)
+    return ImpResult(mask, state["history"])
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
