@@ -26,7 +26,6 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
     BertConfig,
     PretrainedConfig,
     PreTrainedModel,
@@ -35,6 +34,7 @@ from transformers import (
 
 from xsub import artifacts
 from xsub.config import ConfigError
+from xsub.data.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ def _from_pretrained(
 
 
 def _load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(directory))
+    return load_tokenizer(directory)  # one-line ConfigError naming the fix (e.g. pip install sentencepiece)
 
 
 def _package_dir(name: str, model_name: str) -> Path:
@@ -567,8 +567,8 @@ def load_model(
         else:
             directory = model_cfg.path
         try:
+            tokenizer = _load_tokenizer(directory)  # first: fails fast, before the weights download
             model = _from_pretrained(directory, kind, num_labels, attn, seed, where)
-            tokenizer = _load_tokenizer(directory)
         except OSError as e:
             if source != "hub":
                 raise
