@@ -214,7 +214,7 @@ def write_wikipedia_subset(root: Path, langs: tuple[str, ...] = ("en", "de"), n:
     return root
 
 
-# --- Parallel: FLORES (refs/convert/parquet layout) and local per-language files ----------------------
+# --- Parallel: FLORES-200 (facebook/flores@refs/convert/parquet) and FLORES+ (openlanguagedata/flores_plus) -
 FLORES_SCHEMA = pa.schema(
     [
         ("id", pa.int32()),
@@ -226,11 +226,26 @@ FLORES_SCHEMA = pa.schema(
         ("sentence", pa.string()),
     ]
 )
+FLORES_SPLITS = ("dev", "devtest")
 
 
-def write_flores(root: Path, sentences: dict[str, list[str]], split: str = "dev") -> Path:
-    """`<root>/<code>/<split>/0000.parquet`, the hub's parquet conversion layout; ids 1..n."""
-    for code, sents in sentences.items():
+def flores_sentences(code: str, split: str, n: int = 3) -> list[str]:
+    return [f"{code} {split} sentence {i}" for i in range(1, n + 1)]
+
+
+def write_flores(
+    root: Path, sentences: dict[str, list[str]] | None = None, split: str = "dev", *, splits: tuple = ()
+) -> Path:
+    """The parquet conversion branch of facebook/flores: `<root>/<code>/<split>/0000.parquet`, ids 1..n.
+
+    That branch has no README (no configs), exactly like the hub's `refs/convert/parquet`. Either
+    `sentences` for one `split`, or `splits` with generated sentences (flores_sentences) for eng/deu.
+    """
+    plan = {(code, split): sents for code, sents in (sentences or {}).items()}
+    for sp in splits:
+        for code in ("eng_Latn", "deu_Latn"):
+            plan[(code, sp)] = flores_sentences(code, sp, 3 if sp == "dev" else 4)
+    for (code, sp), sents in plan.items():
         n = len(sents)
         cols = {
             "id": list(range(1, n + 1)),
@@ -241,8 +256,54 @@ def write_flores(root: Path, sentences: dict[str, list[str]], split: str = "dev"
             "has_hyperlink": [0] * n,
             "sentence": sents,
         }
-        write_parquet(root / code / split / "0000.parquet", cols, FLORES_SCHEMA)
+        write_parquet(root / code / sp / "0000.parquet", cols, FLORES_SCHEMA)
     return root
+
+
+def write_flores_plus(root: Path, codes: tuple[str, ...] = ("eng_Latn", "deu_Latn")) -> Path:
+    """openlanguagedata/flores_plus: `<root>/<split>/<code>.jsonl` and a README whose YAML `configs`
+    name one config per language with its dev/devtest files, as the hub repository has them.
+
+    Rows carry FLORES+'s columns (id, iso_639_3, iso_15924, glottocode, text, url, domain, topic,
+    has_image, has_hyperlink, last_updated; the flag and version types are unconfirmed). German rows
+    are written in reverse order (align by id).
+    """
+    configs = []
+    for code in codes:
+        iso, script = code.split("_")
+        configs.append(f"- config_name: {code}\n  data_files:")
+        for sp in FLORES_SPLITS:
+            sents = flores_sentences(code, sp, 3 if sp == "dev" else 4)
+            rows = [
+                {
+                    "id": i,
+                    "iso_639_3": iso,
+                    "iso_15924": script,
+                    "glottocode": "stan1293" if iso == "eng" else "stan1295",
+                    "text": t,
+                    "url": f"https://en.wikinews.org/wiki/{i}",
+                    "domain": "wikinews",
+                    "topic": "science",
+                    "has_image": 0,
+                    "has_hyperlink": 0,
+                    "last_updated": "2.1",
+                }
+                for i, t in enumerate(sents, 1)
+            ]
+            if iso == "deu":
+                rows = rows[::-1]
+            write_jsonl(root / sp / f"{code}.jsonl", rows)
+            configs.append(f"  - split: {sp}\n    path: {sp}/{code}.jsonl")
+    readme = "---\nlicense: cc-by-sa-4.0\nconfigs:\n" + "\n".join(configs) + "\n---\n# FLORES+\n"
+    (root / "README.md").write_text(readme, encoding="utf-8")
+    return root
+
+
+def write_csv(path: Path, text: str) -> Path:
+    """A local CSV file with exactly `text` (for malformed-file tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def write_parallel_local(root: Path, items: dict[str, dict[str, str]], fmt: str = "parquet") -> Path:

@@ -17,7 +17,7 @@ import data_fixtures as fx
 from xsub.config import ConfigError
 from xsub.data import classification, mlm, ner
 from xsub.data.encode import IGNORE_INDEX, encode, pad_collate, special_layout
-from xsub.data.hub import find_local_files, load_raw
+from xsub.data.hub import find_local_files
 from xsub.data.parallel import load_parallel
 
 
@@ -59,7 +59,7 @@ def test_marc_original_schema_binarised(tmp_path: Path) -> None:
     root = fx.write_marc_original(tmp_path)
     ds = classification.load_source(fx.task("marc", "marc"), "de", "test", fx.data(root))
     assert ds["label"][:] == fx.MARC_BINARY  # stars 3 -> 0, stars 4 -> 1
-    assert ds[2] == {"text": "Title 3", "text_pair": "Body 3 stars.", "label": 0}
+    assert ds[2] == {"text": "Title 3\nBody 3 stars.", "text_pair": "", "label": 0}  # title + body
     assert ds[3]["label"] == 1
 
 
@@ -256,27 +256,6 @@ def test_missing_local_file_is_one_line_config_error(tmp_path: Path) -> None:
     assert "validation" in msg and str(root / "xx") in msg and "data.path" in msg
     with pytest.raises(ConfigError, match="parallel/zz"):
         load_parallel("local", ["zz"], "test", path=str(tmp_path))
-
-
-def test_hub_failure_is_one_line_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args, **kwargs):
-        raise ConnectionError(
-            "Couldn't reach 'unimelb-nlp/wikiann' on the Hub (LocalEntryNotFoundError)\nmore"
-        )
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    t = fx.task("wikiann", "wikiann", hub_id="unimelb-nlp/wikiann")
-    with pytest.raises(ConfigError) as err:
-        ner.load_source(t, "de", "train", fx.data(""))
-    msg = str(err.value)
-    assert "\n" not in msg and "data.path=" in msg and "HF_HUB_OFFLINE" in msg
-
-
-def test_hub_call_passes_subset_split_and_revision(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or "ds")
-    assert load_raw("facebook/flores@refs/convert/parquet", "eng_Latn", "dev") == "ds"
-    assert calls == [(("facebook/flores", "eng_Latn"), {"split": "dev", "revision": "refs/convert/parquet"})]
 
 
 def test_local_layouts(tmp_path: Path) -> None:

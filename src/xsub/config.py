@@ -86,6 +86,8 @@ class DataConfig:
     max_length: int = 128
     max_train_examples: int = 0  # 0 = all
     max_eval_examples: int = 0
+    streaming: bool = False  # read the source lazily and keep only the capped sample (wiki-mlm default)
+    shuffle_buffer: int = 10000  # streaming: rows in the seeded shuffle buffer
     mlm_probability: float = 0.15
     split_half: int = 0  # 0 = whole train split; 1 or 2 = that half (for interpolation endpoints)
     num_workers: int = 0
@@ -333,6 +335,10 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
             raise ConfigError(f"task {task.name} has no language '{code}'; valid: {' '.join(task.languages)}")
     if cfg.data.split_half not in (0, 1, 2):
         raise ConfigError(f"data.split_half must be 0, 1 or 2, got {cfg.data.split_half}")
+    if cfg.data.streaming and (cfg.data.max_train_examples <= 0 or cfg.data.max_eval_examples <= 0):
+        raise ConfigError("data.streaming needs data.max_train_examples and data.max_eval_examples > 0")
+    if cfg.data.shuffle_buffer < 1:
+        raise ConfigError(f"data.shuffle_buffer must be >= 1, got {cfg.data.shuffle_buffer}")
     if not 0.0 < cfg.data.mlm_probability < 1.0:
         raise ConfigError(f"data.mlm_probability must be in (0, 1), got {cfg.data.mlm_probability}")
     if cfg.pruning.method not in PRUNING_METHODS:

@@ -16,16 +16,23 @@ import datasets
 
 from xsub.config import ConfigError
 from xsub.data import classification, mlm, ner
-from xsub.data.hub import load_task_split, require_columns, standardize
+from xsub.data.classification import text_definition
+from xsub.data.hub import check_labels, load_task_split, require_columns, standardize, task_source_name
+
+__all__ = ["LOADERS", "ROLES", "load_split", "text_definition"]
 
 ROLES = ("train", "dev", "test")
 SUBSET_SEED = 1234  # subsets/halves do not depend on the run's seed: seeds vary init and order only
 
 
 def _text_classification(task: Any, lang: str, split: str, data: Any) -> datasets.Dataset:
-    """Generic local/hub files with columns `text`, optional `text_pair`, `label` (kept as is)."""
+    """Generic local/hub files with columns `text`, optional `text_pair`, `label` (kept as is).
+
+    Labels must be integer ids 0..task.num_labels-1 (checked, one line naming the file and row)."""
     ds = load_task_split(task, lang, split, data)
     require_columns(ds, ("text", "label"), f"{task.name}/{lang}")
+    where = task_source_name(task, lang, split, data)
+    check_labels(ds, "label", f"{task.name}/{lang}", where, int(getattr(task, "num_labels", 0) or 0))
     has_pair = "text_pair" in ds.column_names
 
     def fn(b: dict[str, list]) -> dict[str, list]:

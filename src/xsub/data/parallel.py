@@ -2,15 +2,25 @@
 
 `load_parallel` returns columns `id` (str) and one str column per requested language (named by the code
 the caller passed), rows aligned: row i is one sentence in every language. Sources:
-- `xnli`: validation/test premises, aligned by row position (the splits are translations of the same items);
-- `paws-x`: validation/test `sentence1`, aligned on `id`;
+- `xnli`: validation/test premises, aligned by row position. XNLI's dev and test sets are professional
+  translations of the same English items (Conneau et al. 2018), and the hub's per-language files keep
+  that order but carry no id; so the row counts must agree, and the language-independent `label` must
+  agree row by row, or the load fails (one line) instead of misaligning;
+- `paws-x`: validation/test `sentence1`, aligned on `id` (PAWS-X's human-translated dev/test sets share
+  the English ids, Yang et al. 2019); ids missing in a language are dropped (logged);
 - `flores`: `facebook/flores` (FLORES-200) `sentence`, aligned on `id`; languages are 2-letter codes from
   FLORES_CODES or FLORES codes (`eng_Latn`); splits dev/devtest (validation/test are accepted aliases).
-  The hub repo is a loading script, so it is read from its parquet conversion (`refs/convert/parquet`);
+  The hub repository's main branch is a loading script (refused by datasets >= 4), and its parquet
+  conversion (`refs/convert/parquet`: `<code>/<split>/0000.parquet`) has no README configs, so the
+  split's files are named with `data_files=` (`<code>/<split>/*.parquet`) instead of a config name;
+- `flores_plus`: `openlanguagedata/flores_plus` (FLORES+, the maintained successor; gated: accept the
+  terms on its page, then `hf auth login` or `HF_TOKEN`), column `text`, aligned on `id`; configs are
+  FLORES codes, splits dev/devtest, read through the repository's own README configs;
 - `local` (alias `synthetic`, or a directory given as `source`): per-language files with columns
   `id, sentence` at `<path>/<lang>.parquet|jsonl|…` or `<path>/<split>/<lang>.…` (FLORES-like; the
   project's synthetic generator writes this format).
-With `path` set, xnli/paws-x/flores read local files in their hub layout instead (see xsub.data.hub).
+With `path` set, xnli/paws-x read local files in their hub layout (see xsub.data.hub), and flores/
+flores_plus read `path` as a local copy of the hub repository, through the same call as the hub.
 Rows whose id is missing in some language are dropped (logged).
 """
 
@@ -18,26 +28,51 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
 from xsub.config import ConfigError
-from xsub.data.hub import load_raw, require_columns
+from xsub.data.hub import load_hub, load_raw, require_columns
 
 log = logging.getLogger(__name__)
 
-# source -> (hub id, id column or "" for row position, text column)
-HUB_SOURCES: dict[str, tuple[str, str, str]] = {
-    "xnli": ("facebook/xnli", "", "premise"),
-    "paws-x": ("google-research-datasets/paws-x", "id", "sentence1"),
-    "flores": ("facebook/flores@refs/convert/parquet", "id", "sentence"),
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a parallel corpus lives on the hub and how its rows line up."""
+
+    hub_id: str  # owner/name[@revision], or a directory holding a copy of the repository
+    id_col: str  # "" = aligned by row position
+    text_col: str
+    data_files: str = ""  # glob of one split's files ({subset}, {split}); "" = the README's configs
+    flores_codes: bool = False  # subsets are FLORES codes (eng_Latn); 2-letter codes are mapped
+    repo_layout: bool = False  # a local `path` is a copy of the hub repository, read like the hub
+    check_col: str = ""  # position-aligned sources: a language-independent column that must agree
+
+
+HUB_SOURCES: dict[str, HubSource] = {
+    "xnli": HubSource("facebook/xnli", "", "premise", check_col="label"),
+    "paws-x": HubSource("google-research-datasets/paws-x", "id", "sentence1"),
+    "flores": HubSource(
+        "facebook/flores@refs/convert/parquet",
+        "id",
+        "sentence",
+        data_files="{subset}/{split}/*.parquet",
+        flores_codes=True,
+        repo_layout=True,
+    ),
+    "flores_plus": HubSource(
+        "openlanguagedata/flores_plus", "id", "text", flores_codes=True, repo_layout=True
+    ),
 }
 LOCAL_SOURCES = ("local", "synthetic")
 SPLIT_ALIASES: dict[str, dict[str, str]] = {
     "xnli": {"dev": "validation"},
     "paws-x": {"dev": "validation"},
     "flores": {"validation": "dev", "test": "devtest"},
+    "flores_plus": {"validation": "dev", "test": "devtest"},
 }
 
 FLORES_CODES = {
@@ -102,6 +137,42 @@ def align(per_lang: dict[str, tuple[list[str], list[str]]], n: int = 0) -> datas
     return datasets.Dataset.from_dict(cols, features=features)
 
 
+def load_hub_lang(source: str, lang: str, split: str, path: str = "") -> datasets.Dataset:
+    """One language of a hub parallel source, as the hub (or a local copy of it at `path`) lays it out."""
+    src = HUB_SOURCES[source]
+    raw_split = SPLIT_ALIASES.get(source, {}).get(split, split)
+    subset = flores_code(lang) if src.flores_codes else lang
+    what = f"{source}/{lang}"
+    if path and not src.repo_layout:
+        return load_raw(src.hub_id, subset, raw_split, path, what=what)
+    hub_id = str(Path(path).expanduser()) if path else src.hub_id
+    files = {raw_split: src.data_files.format(subset=subset, split=raw_split)} if src.data_files else None
+    ds = load_hub(hub_id, subset, raw_split, what=what, data_files=files)
+    if len(ds) == 0:
+        raise ConfigError(f"{what}: {hub_id} has no rows for {subset} {raw_split}; check the language code")
+    return ds
+
+
+def _check_positions(source: str, split: str, per_lang: dict[str, datasets.Dataset], col: str) -> None:
+    """Position-aligned sources: equal row counts, and `col` (language-independent) equal row by row."""
+    sizes = {lang: len(ds) for lang, ds in per_lang.items()}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(
+            f"{source} {split} is not row-aligned across languages: sizes {sizes}; use the hub's files "
+            f"unchanged (or a source aligned by id: paws-x, flores)"
+        )
+    if not col or not all(col in ds.column_names for ds in per_lang.values()):
+        return
+    (first, ref), *rest = [(lang, ds[col]) for lang, ds in per_lang.items()]
+    for lang, values in rest:
+        bad = next((i for i, (a, b) in enumerate(zip(ref, values)) if a != b), None)
+        if bad is not None:
+            raise ConfigError(
+                f"{source} {split} is not row-aligned: row {bad + 1} has {col} {ref[bad]} in {first} but "
+                f"{values[bad]} in {lang}; use the hub's files unchanged (same order in every language)"
+            )
+
+
 def load_parallel(source: str, langs: list[str], split: str, path: str = "", n: int = 0) -> datasets.Dataset:
     """Aligned sentences of `langs` from `source` (see module docstring); columns `id` + one per lang."""
     langs = list(dict.fromkeys(langs))
@@ -122,16 +193,10 @@ def load_parallel(source: str, langs: list[str], split: str, path: str = "", n: 
             f"unknown parallel source '{source}'; use one of {', '.join([*HUB_SOURCES, *LOCAL_SOURCES])} "
             f"or a directory of <lang>.parquet files"
         )
-    hub_id, id_col, text_col = HUB_SOURCES[source]
-    raw_split = SPLIT_ALIASES.get(source, {}).get(split, split)
-    for lang in langs:
-        subset = flores_code(lang) if source == "flores" else lang
-        what = f"{source}/{lang}"
-        per_lang[lang] = _columns(
-            load_raw(hub_id, subset, raw_split, path, what=what), id_col, text_col, what
-        )
-    if not id_col:
-        sizes = {lang: len(ids) for lang, (ids, _) in per_lang.items()}
-        if len(set(sizes.values())) > 1:
-            raise ConfigError(f"{source} {raw_split} is not row-aligned across languages: sizes {sizes}")
+    src = HUB_SOURCES[source]
+    raw = {lang: load_hub_lang(source, lang, split, path) for lang in langs}
+    if not src.id_col:
+        _check_positions(source, split, raw, src.check_col)
+    for lang, ds in raw.items():
+        per_lang[lang] = _columns(ds, src.id_col, src.text_col, f"{source}/{lang}")
     return align(per_lang, n)

@@ -23,7 +23,6 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
     BertConfig,
     PretrainedConfig,
     PreTrainedModel,
@@ -32,6 +31,7 @@ from transformers import (
 
 from xsub import store
 from xsub.config import ConfigError
+from xsub.data.tokenizer import load_tokenizer
 from xsub.model.arch import gate_shape, model_family
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _from_pretrained(
 
 
 def _load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(directory))
+    return load_tokenizer(directory)  # one-line ConfigError naming the fix (e.g. pip install sentencepiece)
 
 
 def _package_dir(name: str, model_name: str) -> Path:
@@ -201,8 +201,8 @@ def load_model(
         else:
             directory = model_cfg.path
         try:
+            tokenizer = _load_tokenizer(directory)  # first: fails fast, before the weights download
             model = _from_pretrained(directory, kind, num_labels, attn, seed, where)
-            tokenizer = _load_tokenizer(directory)
         except OSError as e:
             if source != "hub":
                 raise
