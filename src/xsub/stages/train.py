@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xsub import store, subnetwork, tracking
 from xsub.config import selected_languages
-from xsub.data import load_split
+from xsub.data import load_split, text_definition
 from xsub.data.encode import encode
 from xsub.mask_sources import resolve
 from xsub.metrics import task_metric
@@ -56,9 +56,12 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
     langs = selected_languages(cfg)
     task = cfg.task
     raw = {role: {lang: load_split(cfg, lang, role) for lang in langs} for role in ("train", "dev", "test")}
+    model_cfg = cfg.model
+    if model_cfg.pretrain_task == task.name:  # this run *is* the pretraining: start from scratch
+        model_cfg = OmegaConf.merge(model_cfg, {"pretrain_task": ""})
     checkpoint = _pretrained(cfg, job)
     model, tokenizer = load_model(
-        cfg.model, task.kind, task.num_labels, store.root(cfg), seed=cfg.seed, checkpoint=checkpoint
+        model_cfg, task.kind, task.num_labels, store.root(cfg), seed=cfg.seed, checkpoint=checkpoint
     )
     if cfg.train.weight_init == "rand":
         reinit_weights(model, cfg.seed)
@@ -109,6 +112,9 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
                 for lang, ds in enc[role].items()
             }
         results["languages"] = langs
+        texts = {lang: text_definition(ds) for lang, ds in raw["test"].items() if text_definition(ds)}
+        if texts:  # which input text the scores are of (e.g. MARC: title + body, or body only)
+            results["text"] = texts
         if mask is not None:
             results["mask"] = mask.summary() | {"source": cfg.mask.source}
         with job.commit({"metrics": "metrics.json"}) as tmp:
