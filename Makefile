@@ -18,14 +18,15 @@ BENCH_ARGS ?=
 demo: install
 	$(BIN)/python -m xsub experiment=demo
 
-test: install-dev
+# The suite and the lint: one command, as CI runs it.
+test: install-dev lint
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-# Benchmarks against the seeds' stack (bench/README.md): not part of `make test` (smoke runs are).
+# Benchmarks against the original projects' stack (bench/README.md): not part of `make test` (smoke runs are).
 # `make bench BENCH_ARGS=--quick` for the short version.
 bench: install-dev bench-reference $(FINETUNED)
 	$(BIN)/python bench/importance.py $(BENCH_ARGS)

@@ -268,7 +268,8 @@ WIKIANN: tuple[str, ...] = (
     "war", "wuu", "xmf", "yi", "yo", "zea", "zh", "zh-classical", "zh-min-nan", "zh-yue",
 )  # fmt: skip
 
-# Seed 001's MLM languages (`mbelitsky/wikipedia_subset` split names), in its order.
+# MaxBelitsky/cross-lingual-subnetworks' MLM languages (`mbelitsky/wikipedia_subset` split names),
+# in its order.
 WIKIPEDIA_SEED: tuple[str, ...] = (
     "lt",
     "ru",

@@ -227,7 +227,8 @@ class Mask:
         return {p: self.fraction(p) for p in self.parts}
 
     def per_layer(self, part: Part = "heads") -> torch.Tensor:
-        """Proportion kept in each layer, float [L]: mean over a layer's units (seed 001 used the wrong axis).
+        """Proportion kept in each layer, float [L]: mean over a layer's units (cross-lingual-subnetworks
+        used the wrong axis).
 
         For weights, parameters are grouped by the layer index in their name; parameters with no layer
         index are left out, and a layer without masked parameters gets NaN.

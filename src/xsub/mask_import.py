@@ -78,7 +78,7 @@ def import_mask(
     """Turn a seed project's released mask file into a `Mask` (then `save` it; stages read only ours).
 
     Accepted: `.pkl/.pt/.pth/.bin` written by torch.save holding a float [L, H] head tensor or a
-    `{param}_mask` dict of per-weight tensors (seed 002; `prefix_map` renames parameter prefixes,
+    `{param}_mask` dict of per-weight tensors (Foroutan et al. 2022; `prefix_map` renames parameter prefixes,
     e.g. {"bert.": ""}), `.npy` [L, H] head masks, and our own `.safetensors` (+ sidecar). Values are
     thresholded at `threshold`. Files are read with `weights_only=True` / `allow_pickle=False`, so an
     arbitrary pickle is refused, not run. Per-weight masks do not say how many heads the model has:

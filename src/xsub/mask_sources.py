@@ -1,9 +1,9 @@
 """Which mask a retraining run uses (`mask.source=`).
 
-Seeds 002 and 004 retrain subnetworks to ask whether they are transferable: a language's own mask,
-another language's or another task's, and baselines of the same size — random, "bad" (the least
-important units) and inverted (the complement). All are derived from masks in the artifact store, so a
-missing one is one line with the prune command; a file path brings an outside mask.
+Foroutan et al. 2022 and Prasanna et al. 2020 retrain subnetworks to ask whether they are transferable:
+a language's own mask, another language's or another task's, and baselines of the same size — random,
+"bad" (the least important units) and inverted (the complement). All are derived from masks in the
+artifact store, so a missing one is one line with the prune command; a file path brings an outside mask.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """importance_tsne: a 2-D map of the pruning stage's final importance vectors.
 
-ALGORITHMS.md: "importance_tsne: t-SNE (perplexity 10) of final importance vectors, coloured by
-lang/task". Each (language, task, seed) pruning run leaves one importance vector per gate part; if
-subnetworks were language-specific, vectors of one language would cluster whatever the task, and if
-they are task-specific, by task. t-SNE keeps neighbourhoods, not distances, so the figure answers
-"who is close to whom", not "how far".
+As apostolikas/Language-Specific-Subnetworks' figure: a t-SNE (perplexity 10) of the final importance
+vectors, coloured by language and marked by task. Each (language, task, seed) pruning run leaves one
+importance vector per gate part; if subnetworks were language-specific, vectors of one language would
+cluster whatever the task, and if they are task-specific, by task. t-SNE keeps neighbourhoods, not
+distances, so the figure answers "who is close to whom", not "how far".
 
 The importances come from the history the pruning stage writes next to each mask
 (`seed<s>.history.safetensors`: `round{r}/importance/{part}` and `round{r}/mask/{part}`, float32). The
@@ -35,12 +35,11 @@ _KEY = re.compile(r"^round(\d+)/importance/(.+)$")
 def tsne(vectors: np.ndarray, perplexity: float = 10.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE embedding [n, 2] of `vectors` [n, d] (one row per run), deterministic for a `seed`.
 
-    Why: ALGORITHMS.md "importance_tsne: t-SNE (perplexity 10) of final importance vectors, coloured by
-    lang/task" — the seeds embed the final importance vectors with perplexity 10 and look for clusters
-    by language or by task. sklearn's TSNE with `init="pca"` and `random_state=seed`.
+    Why: the original projects embed the final importance vectors with perplexity 10 and look for
+    clusters by language or by task. sklearn's TSNE with `init="pca"` and `random_state=seed`.
 
     t-SNE needs perplexity < n: a larger one is clamped to max(1, n - 1) with a warning (a handful of
-    runs with the seeds' perplexity 10). Fewer than 2 vectors raise ValueError; identical vectors
+    runs with the original perplexity 10). Fewer than 2 vectors raise ValueError; identical vectors
     all map to the origin.
     """
     from sklearn.manifold import TSNE

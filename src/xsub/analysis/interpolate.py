@@ -1,4 +1,4 @@
-"""Mode connectivity (seed 003): is there a low-loss path between two finetuned checkpoints?
+"""Mode connectivity (Qin et al. 2022): is there a low-loss path between two finetuned checkpoints?
 
 Linear mode connectivity (Frankle et al. 2020; Neyshabur et al. 2020): evaluate
 θ(x) = (1−x)·θ1 + x·θ2 for x in linspace(0, 1, points) (26 by default). The endpoints are any two

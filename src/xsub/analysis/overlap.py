@@ -1,8 +1,9 @@
-"""Mask overlap: how much of one language's subnetwork is another's (seeds 000-002, 004).
+"""Mask overlap: how much of one language's subnetwork is another's (docs/methods.md).
 
 - Jaccard |A∩B| / |A∪B| of kept units for every pair of (task, lang), per seed, then mean ± std over seeds;
-- proportion kept per layer (the mean over a layer's units; seed 001 summed over the wrong axis);
-- per-layer overlap of all masks of a seed together, |∩| / |∪| (seed 002's multi-mask overlap);
+- proportion kept per layer (the mean over a layer's units; cross-lingual-subnetworks summed over
+  the wrong axis);
+- per-layer overlap of all masks of a seed together, |∩| / |∪| (Foroutan et al. 2022's multi-mask overlap);
 - seed-to-seed agreement of one (task, lang): Jaccard and Pearson r of the masks, and Pearson r of the
   unpruned model's head importance (round 0 of the pruning history), which does not depend on where
   pruning stopped.

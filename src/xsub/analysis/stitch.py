@@ -423,7 +423,7 @@ FRONT_MASKS: dict[str, Callable[[Mask, int], Mask]] = {
 def run(inputs: Inputs) -> Result:
     """Every (front lang -> end lang) pair × layer × seed: metric of the front, the end, the least-squares
     stitch before training and the trained stitch, all on the end language's split (one row each, so no
-    result column can go missing as in seed 000)."""
+    result column can go missing as in Language-Specific-Subnetworks)."""
     an = inputs.an
     front_task, end_task = inputs.tasks[0], an.end_task or inputs.tasks[0]
     pairs = (

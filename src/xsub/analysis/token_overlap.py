@@ -1,11 +1,10 @@
 """token_overlap: how much of each language's tokenized text is vocabulary the reference language uses.
 
-Seed 001's `scripts/token_overlap.py`: "Compute how many tokens of the other considered languages
-overlap with English showing potential bias of results." ALGORITHMS.md: "share of a language's token
-ids that also occur in English (parallel data)". Subnetworks of two languages that share many tokens
-share input embeddings and may overlap for that reason alone, so a high mask overlap between such
-languages says less about shared structure than the same overlap between languages with disjoint
-vocabularies.
+As MaxBelitsky/cross-lingual-subnetworks' token-overlap script: the share of a language's token ids that
+also occur in the reference language (English there) on parallel data. Subnetworks of two languages that
+share many tokens share input embeddings and may overlap for that reason alone, so a high mask overlap
+between such languages says less about shared structure than the same overlap between languages with
+disjoint vocabularies.
 """
 
 from __future__ import annotations

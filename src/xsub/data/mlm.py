@@ -14,7 +14,7 @@ language-neuron corpora with a token budget).
 
 Layouts (set by the task config, nothing is hard-coded per hub id):
 - `wikimedia/wikipedia`: hub_subset `20231101.{lang}`, train_split `train`;
-- seed 001's `mbelitsky/wikipedia_subset`: a DatasetDict whose split names are language codes
+- cross-lingual-subnetworks' `mbelitsky/wikipedia_subset`: a DatasetDict whose split names are language codes
   (lt ru cs en fr de zh sw ar hi fa ur es): hub_subset "" and train_split `{lang}`; the raw split name is
   formatted with the language. Locally that is push_to_hub's `<path>/data/<lang>-*.parquet`.
 """

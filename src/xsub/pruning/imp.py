@@ -71,7 +71,8 @@ def imp_num_events(cfg: Any, *, epochs: int, steps_per_epoch: int) -> int:
 
 
 def imp_target_sparsity(event: int, num_events: int, final_sparsity: float) -> float:
-    """Seed 002's linear schedule: after event e of N, (e / N) × final sparsity of the original weights."""
+    """Foroutan et al. 2022's linear schedule: after event e of N, (e / N) × final sparsity of the
+    original weights."""
     return event / num_events * final_sparsity
 
 
@@ -119,14 +120,14 @@ def imp_prune(
     meta: MaskMeta | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> ImpResult:
-    """Seed 002's iterative magnitude pruning with rewinding during finetuning.
+    """Foroutan et al. 2022's iterative magnitude pruning with rewinding during finetuning.
 
     For event e = 1..num_events: rewind the model to `pretrained_state` (None: the model as passed)
     with the current mask applied, train one `Segment` (`cfg.imp_prune_every` steps, 0 = one epoch)
     under a `WeightMasker`, then prune the smallest-|w| surviving weights of the trained model until
     round(e / N × `cfg.imp_final_sparsity` × total) of the original prunable weights are gone.
     `weight_init="rand"` rewinds to a seeded re-initialisation of the whole model instead (the branch
-    that crashed in seed 002). On return the model holds the ticket: rewound weights, mask applied.
+    that crashed in the original code). On return the model holds the ticket: rewound weights, mask applied.
     """
     rewind_state = _rewind_state(model, pretrained_state, weight_init, seed)
     params = prunable_weights(model)

@@ -3,7 +3,7 @@
 `importance` is one pass over the pruning data: dropout off, parameters frozen, the gates (at the
 current mask) tracked, so `loss.backward()` computes ∂L/∂gate and nothing else; the same forward
 pass feeds the task metric, so each pruning round costs one pass, not an importance pass plus an
-evaluation. `normalize` applies the seeds' normalisations in their order.
+evaluation. `normalize` applies the original normalisations in their order.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def importance(
 ) -> ImportanceResult:
     """Σ_batches |∂L/∂g| for the gates in `parts` at their current values, plus the metric's score.
 
-    `cumulative=True` reproduces the seeds' bug (gate gradient never zeroed, so each batch added the
+    `cumulative=True` reproduces the original bug (gate gradient never zeroed, so each batch added the
     running sum of gradients). Batches must hold `labels` (the model computes the loss). The model's
     train mode and its parameters' `requires_grad` are restored; no parameter gradient is computed.
     """
@@ -96,11 +96,11 @@ def normalize(
     by_layer: bool = True,
     global_minmax: bool = True,
 ) -> torch.Tensor:
-    """The seeds' normalisations in their order: / tokens; per layer / (L2 norm + 1e-20); min-max.
+    """The original normalisations in their order: / tokens; per layer / (L2 norm + 1e-20); min-max.
 
-    The per-layer step applies to 2-D parts only ([L, H] heads, [L, I] units): seed 004 did not
+    The per-layer step applies to 2-D parts only ([L, H] heads, [L, I] units): Prasanna et al. 2020 did not
     layer-normalise its [L] MLP scores (one gate per layer would all become 1). A constant tensor
-    min-maxes to zeros, where the seeds divided 0/0 into NaN.
+    min-maxes to zeros, where the originals divided 0/0 into NaN.
     """
     x = raw.detach().float().clone()
     if by_tokens:
@@ -181,7 +181,7 @@ def _accumulate(
         for n in parts:
             grad = tensors[n].grad
             grad = torch.zeros_like(raw[n]) if grad is None else grad.detach().float()
-            if cumulative:  # the seeds' never-zeroed .grad: what they added was the running sum
+            if cumulative:  # the originals' never-zeroed .grad: what they added was the running sum
                 running[n] += grad
                 grad = running[n]
             raw[n] += grad.abs()

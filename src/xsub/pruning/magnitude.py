@@ -5,7 +5,7 @@ layer together by |w| (embeddings, biases, LayerNorms, pooler and classifier are
 returns `xsub.mask.Mask` objects whose `weights` part holds one bool tensor per matrix (True = kept;
 heads are all kept). Ties in |w| are broken by position — matrices in `prunable_weights` order, then
 flat index — so a mask is a pure function of the weights. Counts round like torch.nn.utils.prune
-(Python `round`), as the seeds did. Candidate masks are evaluated through `xsub.subnetwork`, which
+(Python `round`), as the original code did. Candidate masks are evaluated through `xsub.subnetwork`, which
 restores the weights after each round. Iterative magnitude pruning with rewinding (`xsub.pruning.imp`)
 builds on the selection, mask and state helpers here.
 
@@ -120,7 +120,7 @@ def random_like(keep: Mapping[str, torch.Tensor], seed: int) -> KeepMasks:
 
 
 def inverted_like(scores: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Tensor]) -> KeepMasks:
-    """Seed 004's "bad" mask: keep the globally SMALLEST |w|, as many as `keep` keeps."""
+    """Prasanna et al. 2020's "bad" mask: keep the globally SMALLEST |w|, as many as `keep` keeps."""
     return smallest(scores, {n: torch.ones_like(k) for n, k in keep.items()}, kept_count(keep))
 
 
@@ -163,7 +163,7 @@ def load_state(
     return {n: saved["keep"][n] for n in names}, json.loads(saved["state"])
 
 
-# ---- one-shot global magnitude pruning (seed 004) --------------------------------------------------
+# ---- one-shot global magnitude pruning (Prasanna et al. 2020) ---------------------------------------
 
 
 @dataclass
@@ -223,13 +223,14 @@ def magnitude_prune(
     meta: MaskMeta | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> MagnitudeResult:
-    """Seed 004's one-shot global L1 pruning of the finetuned weights, no retraining.
+    """Prasanna et al. 2020's one-shot global L1 pruning of the finetuned weights, no retraining.
 
     Each round removes `cfg.weight_fraction_per_round` of the remaining prunable weights with the
     smallest |w|, zeroes them in place, calls `evaluate_fn(model)` and restores the weights (the
     caller's model is unchanged on return). It stops after `cfg.weight_rounds` rounds or at the first
     round whose score falls below the line (`_below_line`) and returns the last mask above it — all
-    rounds above it return the last round's mask (seed 004 returned the one before: fixed). The random
+    rounds above it return the last round's mask (the original code returned the one before: fixed).
+    The random
     (per-matrix equal count, `seed`) and bad (inverted magnitude) masks match its size. `on_round`
     gets each round's history entry after the state is saved (a test kills the run there).
     """

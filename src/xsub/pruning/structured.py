@@ -1,4 +1,4 @@
-"""Structured pruning of heads and MLPs by gate-gradient importance, iterated as the seeds ran it.
+"""Structured pruning of heads and MLPs by gate-gradient importance, iterated as the original projects ran it.
 
 `prune_heads` is the iterative loop of bertology's `mask_heads` (as the seed projects ran it) and of
 the joint heads+MLP schedule: mask the least important units still on, re-measure under the new mask
@@ -168,7 +168,8 @@ class _Loop:
 
 
 def phases(cfg: PruningConfig) -> list[tuple[str, tuple[str, ...]]]:
-    """(name, gate parts masked each round) per phase: heads only, or seed 004's joint schedule."""
+    """(name, gate parts masked each round) per phase: heads only, or Prasanna et al. 2020's joint
+    schedule."""
     if cfg.method == "heads":
         return [("heads", ("head",))]
     if cfg.method == "heads_mlp":
