@@ -581,7 +581,7 @@ def reading(cfg: Any, key: Key, what: str = "") -> Iterator[Path]:
     with _locked(cfg, key, shared=True):
         if done(cfg, key) is None:
             label = what or key.kind
-            raise Missing(f"no {label} {key.describe()} at {target}; make it with: {command(key)}")
+            raise Missing(f"no {label} at {target}; make it with: {command(key)}")
         yield target
 
 
