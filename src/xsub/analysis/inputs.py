@@ -63,6 +63,8 @@ class Inputs:
         self.precision = cfg.precision
         self.read: list[dict[str, Any]] = []  # provenance of every artifact read
         self.out: Path = self.root  # set by the stage to its staging folder
+        self.partial: Path | None = None  # set by the stage: resumable state of the analysis
+        self.identity = ""
 
     # ---- identity of the run -------------------------------------------------------------------------
 
@@ -70,6 +72,11 @@ class Inputs:
         """The analysis's store key: its settings plus its inputs' identities (every mask by default)."""
         ups = upstream if upstream is not None else [self.mask_key(*k) for k in self.keys()]
         return store.analysis_key(self.cfg, self.tasks, self.langs, self.seeds, ups)
+
+    def checkpoint(self, name: str) -> store.Checkpoint:
+        """Resumable state of one training inside the analysis (e.g. a stitch), kept until it is done."""
+        file = self.partial / f"{name}.pt" if self.partial is not None else None
+        return store.Checkpoint(file, self.identity)
 
     def keys(self) -> list[Key]:
         return [(t, lang, s) for t in self.tasks for lang in self.langs for s in self.seeds]

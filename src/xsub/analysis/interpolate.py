@@ -30,6 +30,7 @@ endpoint gets right are lost somewhere on the way, and how often each flips righ
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from xsub import store
 from xsub.analysis.stitch import task_loss
 from xsub.config import ConfigError
 from xsub.mask import Mask
@@ -212,6 +214,7 @@ def train_bend(
     lr: float = 2e-5,
     seed: int = 0,
     precision: str = "auto",
+    checkpoint: store.Checkpoint | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Train the bend of a quadratic Bezier curve between θ1 and θ2 (Garipov et al. 2018).
 
@@ -231,6 +234,7 @@ def train_bend(
     Batches (with "labels") are held in memory and visited in a new seeded order each epoch;
     batches without a labelled position are skipped. Returns the bend (every name in `names`, on
     the CPU, in the endpoints' dtype) and [{"epoch", "loss", "steps"}] with the mean loss per epoch.
+    With a `checkpoint`, every epoch is saved and a killed training resumes after its last one.
     """
     device = torch.device(device)
     names = list(names)
@@ -251,10 +255,18 @@ def train_bend(
     optimizer = torch.optim.Adam(list(bend.values()), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, Any]] = []
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            for n in unique:
+                bend[n].copy_(saved["bend"][n])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        history = json.loads(saved["history"])
     was_training = model.training
     model.eval()
     try:
-        for epoch in range(epochs):
+        for epoch in range(len(history), epochs):
             total, counted = 0.0, 0
             for step, i in enumerate(torch.randperm(len(batches), generator=generator).tolist()):
                 t = float(torch.rand((), generator=generator, dtype=torch.float64))
@@ -283,6 +295,15 @@ def train_bend(
                 counted += 1
             record = {"epoch": epoch + 1, "loss": total / counted if counted else math.nan, "steps": counted}
             history.append(record)
+            if checkpoint is not None:
+                checkpoint.save(
+                    {
+                        "bend": {n: b.detach().cpu() for n, b in bend.items()},
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "history": json.dumps(history),
+                    }
+                )
             log.info("bend epoch %d: mean loss along the curve %.4f", epoch + 1, record["loss"])
     finally:
         model.train(was_training)

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import inspect
 import itertools
+import json
 import logging
 import math
 import re
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xsub import plots
+from xsub import plots, store
 from xsub.analysis import Result
 from xsub.analysis.inputs import Inputs
 from xsub.config import ConfigError
@@ -291,12 +292,14 @@ def train_stitch(
     seed: int = 0,
     precision: str = "auto",
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: store.Checkpoint | None = None,
 ) -> list[dict[str, Any]]:
     """Train only the stitch on the end model's task loss: Adam, cosine from `lr` to `min_lr`.
 
     The batches (with "labels") are held in memory and visited in a new seeded order each epoch, so
     the same seed and init give the same weights. Batches without a labelled position are skipped.
-    Returns [{"epoch", "loss"}] (mean loss per epoch); `on_epoch_end` gets each record.
+    Returns [{"epoch", "loss"}] (mean loss per epoch); `on_epoch_end` gets each record. With a
+    `checkpoint`, every epoch is saved and a killed training resumes after its last one.
     """
     device = torch.device(device)
     batches = list(train_batches)
@@ -311,9 +314,17 @@ def train_stitch(
     )
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, Any]] = []
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            weight.copy_(saved["weight"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        history = json.loads(saved["history"])
     stitched.train()
     try:
-        for epoch in range(epochs):
+        for epoch in range(len(history), epochs):
             total, counted = 0.0, 0
             for step, i in enumerate(torch.randperm(len(batches), generator=generator).tolist()):
                 batch = {k: v.to(device) for k, v in batches[i].items()}
@@ -337,6 +348,16 @@ def train_stitch(
                 counted += 1
             record = {"epoch": epoch + 1, "loss": total / counted if counted else math.nan}
             history.append(record)
+            if checkpoint is not None:
+                checkpoint.save(
+                    {
+                        "weight": weight.detach().cpu(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "history": json.dumps(history),
+                    }
+                )
             log.info("stitch layer %d epoch %d: loss %.4f", stitched.layer, epoch + 1, record["loss"])
             if on_epoch_end is not None:
                 on_epoch_end(record)
@@ -462,7 +483,15 @@ def run(inputs: Inputs) -> Result:
                     ls = least_squares_init(stitched, train, inputs.device, an.ls_tokens)
                     init = evaluate_stitched(stitched, evaluation, metric, inputs.device, inputs.precision)
                     history = train_stitch(
-                        stitched, train, inputs.device, an.epochs, an.lr, an.min_lr, seed, inputs.precision
+                        stitched,
+                        train,
+                        inputs.device,
+                        an.epochs,
+                        an.lr,
+                        an.min_lr,
+                        seed,
+                        inputs.precision,
+                        checkpoint=inputs.checkpoint(f"stitch-s{seed}-{front_lang}-{end_lang}-layer{k}"),
                     )
                     final = evaluate_stitched(stitched, evaluation, metric, inputs.device, inputs.precision)
                     rows.append(

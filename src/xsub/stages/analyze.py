@@ -55,6 +55,7 @@ def _analyse(cfg: DictConfig, inputs: Inputs, module: Any, job: store.Claim) -> 
     )
     start = time.perf_counter()
     run_name = f"analyze-{name}-{'+'.join(inputs.tasks)}-s{cfg.seed}"
+    inputs.partial, inputs.identity = job.start(), job.key.id
     with tracking.start(cfg, "analyze", name=run_name) as tracker, job.commit() as staging:
         inputs.out = staging
         result: Result = module.run(inputs)

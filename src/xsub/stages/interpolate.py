@@ -191,6 +191,7 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, job: store.Claim) ->
                 ic.curve_lr,
                 cfg.seed,
                 cfg.precision,
+                checkpoint=store.Checkpoint(job.start() / "bend.pt", job.key.id),
             )
             records += [
                 {"path": "curve", **r} for r in path(model, sd_a, sd_b, names, ic.points, evaluate, bend)
