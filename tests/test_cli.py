@@ -38,7 +38,7 @@ def test_language_the_task_lacks_is_one_line_naming_the_valid_ones():
         (["task=xnli", "lang=ja"], "task xnli has no language 'ja'"),
         (["task=marc", "lang=[de,ko]"], "task marc has no language 'ko'"),
         (["seed=abc"], "could not be converted to Integer"),
-        (["train.lrr=1"], "Key 'lrr' not in"),
+        (["train.lrr=1"], "unknown key train.lrr; valid keys of train: epochs lr"),
         (["model=gpt9"], "unknown model 'gpt9'"),
         (["data.split_half=3"], "data.split_half must be 0, 1 or 2"),
     ],

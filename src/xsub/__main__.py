@@ -18,8 +18,18 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from xsub.config import ConfigError, XsubError, conf_dir, register_configs, validate
+from xsub.config import (
+    SCHEMAS,
+    ConfigError,
+    XsubError,
+    chosen_option,
+    conf_dir,
+    knob_error,
+    register_configs,
+    validate,
+)
 from xsub.stages import STAGES, run_stage
 
 log = logging.getLogger("xsub")
@@ -90,14 +100,48 @@ def compose_runs(overrides: list[str], multirun: bool) -> list[DictConfig]:
             try:
                 cfg = compose("config", overrides=list(job))
             except Exception as err:  # Hydra's merge/type errors: first line of the error and its cause
-                msg = str(err).strip().splitlines()[0].rstrip(".")
-                if err.__cause__ is not None:
-                    msg += ": " + str(err.__cause__).strip().splitlines()[0]
-                raise ConfigError(f"{msg} (see `python -m xsub --help`)") from err
+                raise _composition_error(err, list(job)) from err
             validate(cfg, tuple(STAGES))
             cfgs.append(cfg)
     GlobalHydra.instance().clear()
     return cfgs
+
+
+def _unknown_key(err: BaseException) -> str | None:
+    """The full key of an unknown-key error anywhere in the error's chain (None for other errors)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConfigAttributeError, ConfigKeyError)) and getattr(seen, "full_key", None):
+            return str(seen.full_key)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _composition_error(err: BaseException, job: list[str]) -> ConfigError:
+    """One line for a failed composition: a knob of another option names the option that has it, an
+    unknown key lists the valid keys of its node; anything else is Hydra's first line and its cause."""
+    key = _unknown_key(err)
+    if key:
+        parent, _, leaf = key.rpartition(".")
+        # the config without the offending key: its node at `parent` says what was chosen and allowed
+        try:
+            cfg = compose("config", overrides=[o for o in job if _key_of(o) != key])
+        except Exception:  # the rest of the command line fails too: Hydra's own message below
+            cfg = None
+        if cfg is not None and parent in SCHEMAS:
+            return ConfigError(knob_error(parent, leaf, chosen_option(cfg[parent], parent)))
+        node = OmegaConf.select(cfg, parent) if cfg is not None and parent else cfg
+        if isinstance(node, DictConfig) and leaf not in node:
+            valid = " ".join(str(k) for k in node)
+            return ConfigError(f"unknown key {key}; valid keys of {parent or 'the config'}: {valid}")
+    msg = str(err).strip().splitlines()[0].rstrip(".")
+    if err.__cause__ is not None:
+        msg += ": " + str(err.__cause__).strip().splitlines()[0]
+    return ConfigError(f"{msg} (see `python -m xsub --help`)")
 
 
 def _quiet_libraries() -> None:

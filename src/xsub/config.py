@@ -9,18 +9,36 @@ one line naming the fix.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+# Enums of allowed values. Member names equal their values: OmegaConf parses a command-line value by
+# name and writes YAML (`to_yaml`, `to_container(enum_to_str=True)`) by name, and a member is a str
+# equal to its value, so `cfg.analysis.pooling == "first"`, f-strings and json.dumps are unchanged.
+
 TASK_KINDS = ("classification", "ner", "mlm")
 MODEL_SOURCES = ("hub", "local", "embedded", "package")
-PRUNING_METHODS = ("heads", "heads_mlp", "magnitude", "imp")
-ANALYSES = ("overlap", "crosseval", "cka", "stitch", "importance_tsne", "token_overlap", "transfer")
-CKA_SIDES = ("own", "full", "random")
+
+
+class Precision(StrEnum):
+    auto = "auto"  # bf16 autocast on GPU, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class WeightInit(StrEnum):
+    pre = "pre"  # the model's pretrained weights
+    rand = "rand"  # re-initialised from the seed
+
+
+class MaskPolicy(StrEnum):
+    union = "union"
+    intersection = "intersection"
 
 
 class XsubError(ValueError):
@@ -106,7 +124,7 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no cap
     device: str = "auto"
     progress: bool = True
-    weight_init: str = "pre"  # pre (the model's pretrained weights) | rand (re-initialised from the seed)
+    weight_init: WeightInit = WeightInit.pre  # pre (pretrained weights) | rand (re-initialised from the seed)
     save_steps: list[int] = field(default_factory=list)  # also keep the model after these optimiser steps
 
 
@@ -125,35 +143,95 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
 
-@dataclass
-class PruningConfig:
-    """How stage=prune finds a subnetwork (see ALGORITHMS.md: structured, magnitude, IMP)."""
+class PruningMethod(StrEnum):
+    heads = "heads"
+    heads_mlp = "heads_mlp"
+    magnitude = "magnitude"
+    imp = "imp"
 
-    method: str = "heads"  # heads | heads_mlp | magnitude | imp
-    n_examples: int = 5000  # pruning data: examples of the one language, sampled by seed
-    batch_size: int = 32
-    heads_per_round: float = 0.1  # fraction of ALL heads masked per round (14 of 144)
-    mlp_per_round: int = 1  # heads_mlp: MLP layers masked per round
-    threshold: float = 0.9  # stop when score < threshold * unpruned (higher-is-better metrics)
-    mlm_threshold: float = 1.1  # MLM: stop when perplexity > mlm_threshold * unpruned
-    max_rounds: int = 0  # 0 = until the threshold
-    normalize_tokens: bool = True  # importance / number of tokens
-    normalize_layers: bool = True  # per layer, divide by the layer's L2 norm
-    normalize_global: bool = True  # min-max to [0, 1] over all heads
-    cumulative_grad: bool = False  # reproduce the seeds' bug: gate gradients never zeroed
-    mlp_units: bool = False  # heads_mlp: gate intermediate units [L, I] instead of whole MLPs [L]
-    weight_fraction_per_round: float = 0.1  # magnitude: share of the remaining weights per round
-    weight_rounds: int = 10  # magnitude: at most this many rounds
-    imp_prune_every: int = 0  # imp: steps between pruning events (0 = once per epoch)
-    imp_final_sparsity: float = 0.9  # imp: sparsity reached at the end of training
-    imp_weight_init: str = "pre"  # imp: pre (pretrained) | rand (re-initialised, seeded)
+
+@dataclass
+class PruningBase:
+    """What every pruning method has: its name and which finetuned model it starts from. Each method's
+    own knobs live in its subclass; conf/pruning/<method>.yaml composes exactly that subclass."""
+
+    method: PruningMethod = MISSING
     model_seed: int = -1  # seed of the finetuned model to prune; -1 = the run's seed
 
 
 @dataclass
+class ScoredPruning(PruningBase):
+    """Methods that prune a finetuned model while scoring it on a sample of one language's data."""
+
+    n_examples: int = 5000  # pruning data: examples of the one language, sampled by seed
+    batch_size: int = 32
+    threshold: float = 0.9  # stop when score < threshold * unpruned (higher-is-better metrics)
+    mlm_threshold: float = 1.1  # MLM: stop when perplexity > mlm_threshold * unpruned
+
+
+@dataclass
+class HeadsPruning(ScoredPruning):
+    """Michel et al. 2019 head importance, iterative (docs/methods.md)."""
+
+    method: PruningMethod = PruningMethod.heads
+    heads_per_round: float = 0.1  # fraction of ALL heads masked per round (14 of 144), in (0, 1]
+    max_rounds: int = 0  # 0 = until the threshold
+    normalize_tokens: bool = True  # importance / number of tokens
+    normalize_layers: bool = True  # per layer, divide by the layer's L2 norm
+    normalize_global: bool = True  # min-max to [0, 1] over all heads
+    # the original projects' behaviour: gate gradients are never zeroed between batches
+    cumulative_grad: bool = False
+
+
+@dataclass
+class HeadsMlpPruning(HeadsPruning):
+    """Prasanna et al. 2020's joint schedule: heads and MLPs per round, then heads only, then MLPs only."""
+
+    method: PruningMethod = PruningMethod.heads_mlp
+    mlp_per_round: int = 1  # MLP layers masked per round
+    mlp_units: bool = False  # gate intermediate units [L, I] instead of whole MLPs [L]
+
+
+@dataclass
+class MagnitudePruning(ScoredPruning):
+    """Prasanna et al. 2020's global L1 magnitude pruning, iterative without retraining."""
+
+    method: PruningMethod = PruningMethod.magnitude
+    weight_fraction_per_round: float = 0.1  # share of the remaining weights removed per round
+    weight_rounds: int = 10  # at most this many rounds
+
+
+@dataclass
+class ImpPruning(PruningBase):
+    """Foroutan et al. 2022's iterative magnitude pruning with rewinding while finetuning (train.*)."""
+
+    method: PruningMethod = PruningMethod.imp
+    imp_prune_every: int = 0  # steps between pruning events (0 = once per epoch)
+    imp_final_sparsity: float = 0.9  # sparsity reached at the end of training, in [0, 1)
+    imp_weight_init: WeightInit = WeightInit.pre  # pre (pretrained) | rand (re-initialised, seeded)
+
+
+# conf/pruning/<option>.yaml -> its schema (registered as pruning/<option>_schema)
+PRUNING_SCHEMAS: dict[str, type[PruningBase]] = {
+    "heads": HeadsPruning,
+    "heads_mlp": HeadsMlpPruning,
+    "magnitude": MagnitudePruning,
+    "imp": ImpPruning,
+}
+
+
+@dataclass
+class PruningConfig(HeadsMlpPruning, MagnitudePruning, ImpPruning):
+    """Every method's knobs in one flat object, for calling the pruning functions directly (tests,
+    benchmarks). Not a config group schema: the CLI composes one of PRUNING_SCHEMAS."""
+
+    method: PruningMethod = PruningMethod.heads
+
+
+@dataclass
 class MaskConfig:
-    """stage=train with a fixed mask: retrain a subnetwork (seeds 002, 004). Heads/MLPs are gated off and
-    masked weights stay exactly zero throughout training."""
+    """stage=train with a fixed mask: retrain a subnetwork (Foroutan et al. 2022; Prasanna et al. 2020).
+    Heads/MLPs are gated off and masked weights stay exactly zero throughout training."""
 
     source: str = "none"  # none | own | lang:<code> | task:<name> | random | bad | inverted | <mask file>
     pruning: str = ""  # pruning method of the stored mask; "" = the run's pruning group
@@ -167,49 +245,159 @@ class PipelineConfig:
     steps: list[list[str]] = field(default_factory=list)
 
 
-@dataclass
-class AnalysisConfig:
-    """What stage=analyze compares (ALGORITHMS.md "Analyses"); inputs come from the artifact store by
-    (model, task, lang, pruning, seed). Each conf/analysis/<name>.yaml sets `name` and its defaults."""
+class AnalysisName(StrEnum):
+    overlap = "overlap"
+    crosseval = "crosseval"
+    cka = "cka"
+    stitch = "stitch"
+    importance_tsne = "importance_tsne"
+    token_overlap = "token_overlap"
+    transfer = "transfer"
 
-    name: str = "overlap"  # overlap | crosseval | cka | stitch | importance_tsne | token_overlap
+
+class Split(StrEnum):
+    dev = "dev"
+    test = "test"
+
+
+class CkaSide(StrEnum):
+    own = "own"  # the language's subnetwork
+    full = "full"  # no mask
+    random = "random"  # a random mask of the same size
+
+
+class Pooling(StrEnum):
+    first = "first"  # the first token
+    mean = "mean"  # mean over the attention mask
+
+
+class FrontMask(StrEnum):
+    own = "own"
+    shuffled = "shuffled"  # the front mask's layers permuted
+    no_heads = "no_heads"
+
+
+class Pairs(StrEnum):
+    self = "self"  # A -> A
+    all = "all"  # every ordered pair A -> B
+
+
+class Baseline(StrEnum):
+    none = "none"  # retrained without a mask
+    random = "random"
+    bad = "bad"
+    inverted = "inverted"
+
+
+@dataclass
+class AnalysisBase:
+    """What stage=analyze compares (docs/methods.md "Analyses"); inputs come from the artifact store by
+    (model, task, lang, pruning, seed). Each analysis's own knobs live in its subclass;
+    conf/analysis/<name>.yaml composes exactly that subclass."""
+
+    name: AnalysisName = MISSING
     tasks: list[str] = field(default_factory=list)  # tasks compared; [] = the run's task
     seeds: list[int] = field(default_factory=list)  # seeds (mean ± std, seed-to-seed); [] = the run's seed
-    split: str = "dev"  # crosseval / stitch: the split evaluated (dev | test)
-    random_baseline: bool = True  # crosseval: also a random mask of the same size per language
-    sides: list[str] = field(default_factory=lambda: ["own", "full"])  # cka: own mask | full | random
-    pooling: str = "first"  # cka: first token (seed 000) | mean over the attention mask (seed 001)
+    batch_size: int = 64  # sentences per forward pass over the parallel corpus
+
+
+@dataclass
+class OverlapAnalysis(AnalysisBase):
+    name: AnalysisName = AnalysisName.overlap
+
+
+@dataclass
+class CrossevalAnalysis(AnalysisBase):
+    name: AnalysisName = AnalysisName.crosseval
+    split: Split = Split.dev  # the split evaluated
+    random_baseline: bool = True  # also a random mask of the same size per language
+
+
+@dataclass
+class ParallelAnalysis(AnalysisBase):
+    """Analyses that read a parallel corpus (aligned sentences of every language)."""
+
     parallel_source: str = "auto"  # auto | synthetic | xnli | paws-x | flores | <dir of <lang>.parquet>
     parallel_split: str = "test"
     parallel_path: str = ""  # local files in the source's hub layout instead of the hub
-    n_sentences: int = 1000  # cka / token_overlap: parallel sentences (seed 000: 8192; seed 001: 1000-5000)
-    batch_size: int = 64
-    memory_gb: float = 4.0  # cka: accumulator memory per pass over the sentences
-    layers: list[int] = field(default_factory=list)  # stitch: layers 0..L (0 = embeddings); [] = all
-    front_mask: str = "own"  # stitch: own | shuffled (across layers) | no_heads
-    pairs: str = "self"  # stitch: self (A->A) | all (every ordered pair A->B)
-    end_task: str = ""  # stitch: the end model's task; "" = the run's task
-    epochs: int = 10  # stitch: Adam lr -> min_lr (cosine) on the end model's task loss
+    # parallel sentences (apostolikas/Language-Specific-Subnetworks: 8192;
+    # MaxBelitsky/cross-lingual-subnetworks: 1000-5000)
+    n_sentences: int = 1000
+
+
+@dataclass
+class CkaAnalysis(ParallelAnalysis):
+    name: AnalysisName = AnalysisName.cka
+    sides: list[CkaSide] = field(default_factory=lambda: [CkaSide.own, CkaSide.full])
+    # first token (apostolikas/Language-Specific-Subnetworks) | mean over the attention mask
+    # (MaxBelitsky/cross-lingual-subnetworks)
+    pooling: Pooling = Pooling.first
+    memory_gb: float = 4.0  # accumulator memory per pass over the sentences (0 = one pair per pass)
+
+
+@dataclass
+class TokenOverlapAnalysis(ParallelAnalysis):
+    name: AnalysisName = AnalysisName.token_overlap
+    reference: str = "en"  # reference language; if the task lacks it, its first language
+
+
+@dataclass
+class StitchAnalysis(AnalysisBase):
+    name: AnalysisName = AnalysisName.stitch
+    split: Split = Split.dev  # the split evaluated
+    layers: list[int] = field(default_factory=list)  # layers 0..L (0 = embeddings); [] = all
+    front_mask: FrontMask = FrontMask.own  # own | shuffled (across layers) | no_heads
+    pairs: Pairs = Pairs.self  # self (A->A) | all (every ordered pair A->B)
+    end_task: str = ""  # the end model's task; "" = the run's task
+    epochs: int = 10  # Adam lr -> min_lr (cosine) on the end model's task loss
     lr: float = 3e-4
     min_lr: float = 1e-5
-    ls_tokens: int = 50000  # stitch: tokens for the least-squares initialisation
-    train_examples: int = 2000  # stitch: training examples of the end language
-    baselines: list[str] = field(default_factory=lambda: ["random"])  # transfer: + none, bad, inverted
-    perplexity: float = 10.0  # importance_tsne
-    reference: str = "en"  # token_overlap: reference language; if the task lacks it, its first language
+    ls_tokens: int = 50000  # tokens for the least-squares initialisation
+    train_examples: int = 2000  # training examples of the end language
+
+
+@dataclass
+class ImportanceTsneAnalysis(AnalysisBase):
+    name: AnalysisName = AnalysisName.importance_tsne
+    perplexity: float = 10.0  # t-SNE perplexity
+
+
+@dataclass
+class TransferAnalysis(AnalysisBase):
+    name: AnalysisName = AnalysisName.transfer
+    split: Split = Split.test  # the split of the retrained runs' metrics
+    baselines: list[Baseline] = field(
+        default_factory=lambda: [Baseline.none, Baseline.random]
+    )  # + bad, inverted
+
+
+# conf/analysis/<option>.yaml -> its schema (registered as analysis/<option>_schema)
+ANALYSIS_SCHEMAS: dict[str, type[AnalysisBase]] = {
+    "overlap": OverlapAnalysis,
+    "crosseval": CrossevalAnalysis,
+    "cka": CkaAnalysis,
+    "stitch": StitchAnalysis,
+    "importance_tsne": ImportanceTsneAnalysis,
+    "token_overlap": TokenOverlapAnalysis,
+    "transfer": TransferAnalysis,
+}
+SCHEMAS: dict[str, dict[str, type]] = {"pruning": PRUNING_SCHEMAS, "analysis": ANALYSIS_SCHEMAS}
 
 
 @dataclass
 class InterpolateConfig:
-    """stage=interpolate (seed 003): θ(x) = (1−x)θ1 + xθ2 between two train-stage checkpoints."""
+    """stage=interpolate (Qin et al. 2022, mode connectivity): θ(x) = (1−x)θ1 + xθ2 between two
+    train-stage checkpoints."""
 
     a: list[str] = field(default_factory=lambda: ["seed=0"])  # overrides selecting endpoint 1's train run
     b: list[str] = field(default_factory=lambda: ["seed=1"])  # e.g. [data.split_half=2], [mask.source=own]
     a_path: str = ""  # or a train-stage run directory (or save_pretrained dir) given directly
     b_path: str = ""
     points: int = 26
-    split: str = "dev"
-    mask_policy: str = "union"  # masked endpoints: union | intersection of their masks along the path
+    split: Split = Split.dev
+    mask_policy: MaskPolicy = (
+        MaskPolicy.union
+    )  # masked endpoints: union | intersection of their masks along the path
     curve: bool = False  # also a quadratic Bezier curve with one bend trained between the ends
     curve_epochs: int = 1
     curve_lr: float = 2e-5
@@ -249,7 +437,7 @@ class XsubConfig:
     stage: str = "train"
     seed: int = 0
     force: bool = False  # redo a stage whose artifact already exists
-    precision: str = "auto"  # auto | fp32 | bf16: the dtype of the model's matmuls
+    precision: Precision = Precision.auto  # auto | fp32 | bf16: the dtype of the model's matmuls
     task: TaskConfig = MISSING
     lang: dict[str, LangConfig] = field(default_factory=dict)
     model: ModelConfig = MISSING
@@ -257,13 +445,13 @@ class XsubConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    pruning: PruningConfig = field(default_factory=PruningConfig)
+    pruning: PruningBase = MISSING  # one of PRUNING_SCHEMAS, chosen by the pruning group
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    analysis: AnalysisBase = MISSING  # one of ANALYSIS_SCHEMAS, chosen by the analysis group
     experiment_name: str = ""
 
 
@@ -304,7 +492,11 @@ def task_config(name: str) -> DictConfig:
 
 def register_configs(stages: tuple[str, ...] = ()) -> None:
     """Register the schema and the resolvers the YAML files use; idempotent."""
-    ConfigStore.instance().store(name="xsub_schema", node=XsubConfig)
+    cs = ConfigStore.instance()
+    cs.store(name="xsub_schema", node=XsubConfig)
+    for group, schemas in SCHEMAS.items():
+        for option, schema in schemas.items():
+            cs.store(group=group, name=f"{option}_schema", node=schema)
     if not OmegaConf.has_resolver("xsub_langs"):
         OmegaConf.register_new_resolver("xsub_langs", task_languages)
     if not OmegaConf.has_resolver("xsub_stages"):
@@ -319,8 +511,151 @@ def selected_languages(cfg: DictConfig | Any) -> list[str]:
     return codes
 
 
+def field_names(schema: type) -> list[str]:
+    return [f.name for f in fields(schema)]
+
+
+def knob_error(group: str, key: str, option: str) -> str:
+    """One line for `<group>.<key>` set while `<group>=<option>` is chosen and its schema lacks `key`."""
+    owners = [name for name, schema in SCHEMAS[group].items() if key in field_names(schema)]
+    if owners:
+        choose = " or ".join(f"{group}={o}" for o in owners)
+        return f"{key} is a {' / '.join(owners)} setting; choose {choose} or drop {group}.{key}"
+    valid = " ".join(field_names(SCHEMAS[group][option]))
+    return f"unknown key {group}.{key} for {group}={option}; valid keys: {valid}"
+
+
+def chosen_option(node: Any, group: str) -> str:
+    """The option of a pruning / analysis node: the one whose schema it was composed from (or, for an
+    untyped copy, the one its method / name says)."""
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    for option, schema in SCHEMAS[group].items():
+        if kind is schema:
+            return option
+    value = str(node.get("method" if group == "pruning" else "name"))
+    if value not in SCHEMAS[group]:
+        raise ConfigError(f"unknown {group} '{value}'; choose one of: {' '.join(SCHEMAS[group])}")
+    return value
+
+
+def _check_option(cfg: DictConfig, group: str) -> None:
+    """The node is exactly its option's schema: method / name agree with it and no other option's key."""
+    node = cfg[group]
+    option = chosen_option(node, group)
+    name_key = "method" if group == "pruning" else "name"
+    value = str(node.get(name_key))
+    if value != option:
+        raise ConfigError(
+            f"{group}.{name_key}={value} does not match {group}={option}; choose {group}={value} "
+            f"instead of setting {group}.{name_key}"
+        )
+    allowed = field_names(SCHEMAS[group][option])
+    for key in node:
+        if key not in allowed:
+            raise ConfigError(knob_error(group, str(key), option))
+
+
+def _check_keys(node: Any, path: str) -> None:
+    """Keys added with `+key=value` to a typed node are refused like a typo'd key."""
+    if not isinstance(node, DictConfig):
+        return
+    kind = OmegaConf.get_type(node)
+    if kind is not None and hasattr(kind, "__dataclass_fields__"):
+        allowed = field_names(kind)
+        for key in node:
+            if key not in allowed:
+                where = path or "the config"
+                raise ConfigError(
+                    f"unknown key {path + '.' if path else ''}{key}; valid keys of {where}: "
+                    + " ".join(allowed)
+                )
+    for key in node:
+        if path == "" and key in SCHEMAS:
+            continue  # checked by _check_option, whose message names the option that has the key
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _check_keys(child, f"{path}.{key}" if path else str(key))
+
+
+_ABSENT = object()
+
+# (key, test, requirement): checked when the composed config has the key (an option may lack it)
+RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("seed", lambda v: v >= 0, ">= 0"),
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+    ("train.lr", lambda v: v > 0, "> 0"),
+    ("train.batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.grad_clip", lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+    ("train.patience", lambda v: v >= 0, ">= 0 (0 = no early stopping)"),
+    ("train.max_steps", lambda v: v >= 0, ">= 0 (0 = no cap)"),
+    ("train.save_steps", lambda v: all(s >= 1 for s in v), "a list of steps >= 1"),
+    ("data.max_length", lambda v: v >= 2, ">= 2"),
+    ("data.max_train_examples", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("data.max_eval_examples", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.split_half", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("data.mlm_probability", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("model.arch.hidden_size", lambda v: v >= 1, ">= 1"),
+    ("model.arch.num_hidden_layers", lambda v: v >= 1, ">= 1"),
+    ("model.arch.num_attention_heads", lambda v: v >= 1, ">= 1"),
+    ("model.arch.intermediate_size", lambda v: v >= 1, ">= 1"),
+    ("model.arch.max_position_embeddings", lambda v: v >= 2, ">= 2"),
+    ("model.arch.hidden_dropout_prob", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.arch.attention_probs_dropout_prob", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("mask.seed", lambda v: v >= -1, ">= 0, or -1 for the run's seed"),
+    ("pruning.model_seed", lambda v: v >= -1, ">= 0, or -1 for the run's seed"),
+    ("pruning.n_examples", lambda v: v >= 1, ">= 1"),
+    ("pruning.batch_size", lambda v: v >= 1, ">= 1"),
+    ("pruning.threshold", lambda v: 0 <= v <= 1, "in [0, 1] (a share of the unpruned score; 0 = never stop)"),
+    ("pruning.mlm_threshold", lambda v: v >= 1, ">= 1 (a multiple of the unpruned perplexity)"),
+    ("pruning.heads_per_round", lambda v: 0 < v <= 1, "in (0, 1] (a fraction of all heads, e.g. 0.1)"),
+    ("pruning.max_rounds", lambda v: v >= 0, ">= 0 (0 = until the threshold)"),
+    ("pruning.mlp_per_round", lambda v: v >= 1, ">= 1 (MLP layers per round)"),
+    (
+        "pruning.weight_fraction_per_round",
+        lambda v: 0 < v < 1,
+        "in (0, 1) (a share of the remaining weights)",
+    ),
+    ("pruning.weight_rounds", lambda v: v >= 1, ">= 1"),
+    ("pruning.imp_prune_every", lambda v: v >= 0, ">= 0 (0 = once per epoch)"),
+    ("pruning.imp_final_sparsity", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("analysis.seeds", lambda v: all(s >= 0 for s in v), "a list of seeds >= 0"),
+    ("analysis.batch_size", lambda v: v >= 1, ">= 1"),
+    ("analysis.n_sentences", lambda v: v >= 1, ">= 1"),
+    ("analysis.memory_gb", lambda v: v >= 0, ">= 0 (0 = one pair of sides per pass)"),
+    ("analysis.layers", lambda v: all(layer >= 0 for layer in v), "a list of layers >= 0 (0 = embeddings)"),
+    ("analysis.epochs", lambda v: v >= 1, ">= 1"),
+    ("analysis.lr", lambda v: v > 0, "> 0"),
+    ("analysis.min_lr", lambda v: v >= 0, ">= 0"),
+    ("analysis.ls_tokens", lambda v: v >= 1, ">= 1"),
+    ("analysis.train_examples", lambda v: v >= 1, ">= 1"),
+    ("analysis.perplexity", lambda v: v > 0, "> 0"),
+    ("interpolate.points", lambda v: v >= 2, ">= 2 (both ends)"),
+    ("interpolate.curve_epochs", lambda v: v >= 1, ">= 1"),
+    ("interpolate.curve_lr", lambda v: v > 0, "> 0"),
+    ("interpolate.train_examples", lambda v: v >= 1, ">= 1"),
+    ("report.head_rows", lambda v: v >= 0, ">= 0"),
+)
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, test, requirement in RANGES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT or value is None:
+            continue
+        if not test(value):
+            shown = list(value) if OmegaConf.is_list(value) else value
+            raise ConfigError(f"{key} must be {requirement}, got {shown}")
+    an = cfg.analysis
+    if "min_lr" in an and an.min_lr > an.lr:
+        raise ConfigError(f"analysis.min_lr must be <= analysis.lr ({an.lr}), got {an.min_lr}")
+
+
 def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
-    """Cross-field checks that must pass before any work starts."""
+    """Cross-field and range checks that must pass before any work starts (one line naming the fix)."""
     if cfg.stage not in stages:
         raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(stages)}")
     task = cfg.task
@@ -333,41 +668,16 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     for code in cfg.lang:
         if code != "all" and code not in task.languages:
             raise ConfigError(f"task {task.name} has no language '{code}'; valid: {' '.join(task.languages)}")
-    if cfg.data.split_half not in (0, 1, 2):
-        raise ConfigError(f"data.split_half must be 0, 1 or 2, got {cfg.data.split_half}")
     if cfg.data.streaming and (cfg.data.max_train_examples <= 0 or cfg.data.max_eval_examples <= 0):
         raise ConfigError("data.streaming needs data.max_train_examples and data.max_eval_examples > 0")
     if cfg.data.shuffle_buffer < 1:
         raise ConfigError(f"data.shuffle_buffer must be >= 1, got {cfg.data.shuffle_buffer}")
-    if not 0.0 < cfg.data.mlm_probability < 1.0:
-        raise ConfigError(f"data.mlm_probability must be in (0, 1), got {cfg.data.mlm_probability}")
-    if cfg.pruning.method not in PRUNING_METHODS:
-        methods = ", ".join(PRUNING_METHODS)
-        raise ConfigError(f"unknown pruning '{cfg.pruning.method}'; choose one of {methods}")
-    an = cfg.analysis
-    if an.name not in ANALYSES:
-        raise ConfigError(f"unknown analysis '{an.name}'; choose one of {', '.join(ANALYSES)}")
-    if an.pooling not in ("first", "mean"):
-        raise ConfigError(f"analysis.pooling must be first or mean, got '{an.pooling}'")
-    for side in an.sides:
-        if side not in CKA_SIDES:
-            raise ConfigError(f"analysis.sides: unknown '{side}'; use any of {', '.join(CKA_SIDES)}")
-    if an.front_mask not in ("own", "shuffled", "no_heads"):
-        raise ConfigError(f"analysis.front_mask must be own, shuffled or no_heads, got '{an.front_mask}'")
-    if an.pairs not in ("self", "all"):
-        raise ConfigError(f"analysis.pairs must be self or all, got '{an.pairs}'")
-    if an.split not in ("dev", "test"):
-        raise ConfigError(f"analysis.split must be dev or test, got '{an.split}'")
-    ic = cfg.interpolate
-    if ic.mask_policy not in ("union", "intersection"):
-        raise ConfigError(f"interpolate.mask_policy must be union or intersection, got '{ic.mask_policy}'")
-    if ic.split not in ("dev", "test") or ic.points < 2:
-        raise ConfigError("interpolate needs split dev or test and points >= 2 (both ends)")
-    if cfg.train.weight_init not in ("pre", "rand"):
-        raise ConfigError(f"train.weight_init must be pre or rand, got '{cfg.train.weight_init}'")
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32 or bf16, got '{cfg.precision}'")
+    for group in SCHEMAS:
+        _check_option(cfg, group)
+    _check_keys(cfg, "")
+    _check_ranges(cfg)
 
 
 def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """Plain Python values (enums as their names, which equal their values), e.g. for JSON or YAML."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

@@ -361,7 +361,7 @@ def _fingerprint(
     """What the loop's decisions depend on (max_rounds excluded: a resumed run may go further)."""
     blob = {
         "model": model_signature(model),
-        "cfg": {f: getattr(cfg, f) for f in DECISION_FIELDS},
+        "cfg": {f: getattr(cfg, f, None) for f in DECISION_FIELDS},  # a field the method lacks: None
         "metric": metric.name,
         "lower_is_better": lower_better,
         "precision": precision,

@@ -77,7 +77,7 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
             method=cfg.pruning.method,
             extra={
                 "model_seed": store.model_seed(cfg),
-                "n_examples": cfg.pruning.n_examples,
+                "n_examples": cfg.pruning.get("n_examples"),  # IMP trains on the whole split
                 "store_id": key.id,
                 "precision": store.precision_of(cfg),
             },
