@@ -581,8 +581,25 @@ def reading(cfg: Any, key: Key, what: str = "") -> Iterator[Path]:
     with _locked(cfg, key, shared=True):
         if done(cfg, key) is None:
             label = what or key.kind
-            raise Missing(f"no {label} at {target}; make it with: {command(key)}")
+            raise Missing(f"no {label} at {target}; make it with: {command(key)}{near_misses(cfg, key)}")
         yield target
+
+
+def near_misses(cfg: Any, key: Key) -> str:
+    """What the store has under the same key fields but other settings (as overrides to pass)."""
+    base = base_of(cfg)
+    mine = _leaves(key.settings_dict())
+    others = []
+    for entry in find(base, key.kind, **dict(key.fields)):
+        if entry.status != "done":
+            continue
+        theirs = _leaves(entry.settings)
+        diff = [f"{k}={_fmt(v)}" for k, v in sorted(theirs.items()) if mine.get(k, "__absent__") != v]
+        if diff:
+            others.append(" ".join(diff[:4]) + (" ..." if len(diff) > 4 else ""))
+    if not others:
+        return ""
+    return f" (the store has {len(others)} with other settings, e.g. {others[0]})"
 
 
 def provenance(cfg: Any, key: Key) -> dict[str, Any]:
@@ -736,15 +753,15 @@ def _key_record(key: Key) -> dict[str, Any]:
     cmd = ""
     if key.cfg is not None and key.kind in _COMMAND_SECTIONS:
         cmd = command(key)
-        overrides = [
-            a for a in cmd.split(" ")[3:] if not a.startswith(("stage=", "task=", "model=", "lang="))
-        ]
+        shown = ("stage=", "task=", "model=", "lang=", "seed=", "analysis=", "pruning=")  # the key says them
+        overrides = [a for a in cmd.split(" ")[3:] if not a.startswith(shown)]
     return {
         "kind": key.kind,
         "id": key.id,
         "path": str(key.rel),
         "hash": key.hash,
         "fields": dict(key.fields),
+        "key": "/".join(v for _, v in key.fields),  # the readable fields in their order
         "settings": key.settings_dict(),
         "command": cmd,
         "overrides": overrides,
@@ -778,9 +795,20 @@ def claim(cfg: Any, key: Key, force: bool = False) -> Iterator[Claim]:
             c = Claim(cfg, key, force)  # another job may have finished it while we waited
             if c.stale_upstream():
                 c.done = None
-            yield c
+            try:
+                yield c
+            finally:
+                _drop_empty_partial(c.partial)
     except OSError as err:
         raise disk_error(err, c.path) from err
+
+
+def _drop_empty_partial(partial: Path) -> None:
+    """A run that failed before saving any state leaves nothing to resume from: no partial entry."""
+    if partial.is_dir() and all(p.name == "KEY.json" for p in partial.iterdir()):
+        shutil.rmtree(partial, ignore_errors=True)
+        if partial in _PARTIAL:
+            _PARTIAL.remove(partial)
 
 
 def disk_error(err: OSError, target: Path) -> XsubError | OSError:

@@ -74,7 +74,7 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
             task=cfg.task.name,
             lang=lang,
             seed=cfg.seed,
-            method=cfg.pruning.method,
+            method=str(cfg.pruning.method),
             extra={
                 "model_seed": store.model_seed(cfg),
                 "n_examples": cfg.pruning.get("n_examples"),  # IMP trains on the whole split

@@ -71,7 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = [
         [
             e.kind,
-            "/".join(e.fields.values()),
+            e.record.get("key") or "/".join(e.fields.values()),
             e.record.get("hash", ""),
             " ".join(e.overrides) or "(defaults)",
             e.status,
