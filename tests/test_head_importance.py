@@ -15,6 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from data_fixtures import padded_batches
+from xsub import store
 from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask
 from xsub.metrics import IGNORE, TaskMetric
@@ -417,38 +418,79 @@ def kill_after(round_: int):
     return on_round
 
 
+def checkpoint(file: Path, identity: str = "mask:test/abc") -> store.Checkpoint:
+    return store.Checkpoint(file, identity)
+
+
 @pytest.mark.parametrize("kill_round", [1, 5])
 def test_resume_after_kill_is_identical(tmp_path: Path, kill_round: int):
     model, batches = cls_case()
     cfg = PruningConfig(method="heads_mlp", threshold=0.97, heads_per_round=0.1)
     run = functools.partial(prune_heads, model, batches, accuracy(), "cpu", cfg)
-    straight = run(state_path=tmp_path / "a.pt")
+    straight = run(checkpoint=checkpoint(tmp_path / "a.pt"))
     assert len(straight.history) > kill_round + 1
 
-    state = tmp_path / "b.pt"
+    state = checkpoint(tmp_path / "b.pt")
     with pytest.raises(Killed):
-        run(state_path=state, on_round=kill_after(kill_round))
-    assert state.is_file()
+        run(checkpoint=state, on_round=kill_after(kill_round))
+    assert state.file.is_file()
     calls: list[int] = []
-    resumed = run(state_path=state, on_round=lambda r: calls.append(r.round))
+    resumed = run(checkpoint=state, on_round=lambda r: calls.append(r.round))
     assert calls == list(range(kill_round + 1, len(straight.history)))
     assert resumed.mask.equals(straight.mask)
     assert resumed.mask.meta.to_dict() == straight.mask.meta.to_dict()
     assert len(resumed.history) == len(straight.history)
     assert all(a.same_as(b) for a, b in zip(resumed.history, straight.history))
 
-    again = run(state_path=state, on_round=kill_after(-1))  # finished: nothing recomputed
+    again = run(checkpoint=state, on_round=kill_after(-1))  # finished: nothing recomputed
     assert again.mask.equals(straight.mask)
 
 
-def test_resume_refuses_other_settings(tmp_path: Path):
+def test_resume_with_other_settings_starts_fresh(tmp_path: Path):
+    """A state written under other pruning settings is not resumed from (issue 13: "a resume with other
+    settings starts fresh"): the run redoes every round and ends as an uninterrupted run would."""
     model, batches = cls_case(2)
-    state = tmp_path / "s.pt"
-    prune_heads(
-        model, batches, accuracy(), "cpu", PruningConfig(threshold=0.0, max_rounds=1), state_path=state
+    run = functools.partial(prune_heads, model, batches, accuracy(), "cpu")
+    other = PruningConfig(threshold=0.5, heads_per_round=0.25)
+    state = checkpoint(tmp_path / "s.pt")
+    with pytest.raises(Killed):
+        run(PruningConfig(threshold=0.0, heads_per_round=0.125), checkpoint=state, on_round=kill_after(2))
+    straight = run(other)
+    calls: list[int] = []
+    resumed = run(other, checkpoint=state, on_round=lambda r: calls.append(r.round))
+    assert calls == list(range(len(straight.history)))  # from round 0: nothing of the old state
+    assert resumed.mask.equals(straight.mask)
+    assert resumed.mask.meta.to_dict() == straight.mask.meta.to_dict()
+    assert all(a.same_as(b) for a, b in zip(resumed.history, straight.history, strict=True))
+
+
+def test_resume_of_another_identity_does_not_mix_baselines(tmp_path: Path):
+    """Same file, same pruning settings, but another artifact (e.g. other `pruning.n_examples`): the
+    loop starts fresh, so round 0's unpruned score is that of its own batches, not the killed run's."""
+    model, batches = cls_case(2)
+    fewer = batches[:1]
+    cfg = PruningConfig(threshold=0.0, heads_per_round=0.125, max_rounds=4)
+    file = tmp_path / "rounds.pt"
+    with pytest.raises(Killed):
+        prune_heads(
+            model, batches, accuracy(), "cpu", cfg, checkpoint=checkpoint(file, "a"), on_round=kill_after(2)
+        )
+    straight = prune_heads(model, fewer, accuracy(), "cpu", cfg)
+    calls: list[int] = []
+    resumed = prune_heads(
+        model,
+        fewer,
+        accuracy(),
+        "cpu",
+        cfg,
+        checkpoint=checkpoint(file, "b"),
+        on_round=lambda r: calls.append(r.round),
     )
-    with pytest.raises(ConfigError, match="delete it"):
-        prune_heads(model, batches, accuracy(), "cpu", PruningConfig(threshold=0.5), state_path=state)
+    assert calls == [0, 1, 2, 3, 4]
+    assert resumed.history[0].tokens == sum(int(b["attention_mask"].sum()) for b in fewer)
+    assert resumed.score0 == straight.score0
+    assert resumed.mask.equals(straight.mask)
+    assert all(a.same_as(b) for a, b in zip(resumed.history, straight.history, strict=True))
 
 
 # ---- properties -----------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import BertConfig, BertForSequenceClassification
 
-from xsub.config import ConfigError, PruningConfig
+from xsub import store
+from xsub.config import PruningConfig
 from xsub.mask import Mask, MaskMeta
 from xsub.model import config_hash, reinit_weights
 from xsub.pruning.imp import Segment, imp_num_events, imp_prune
@@ -273,18 +274,68 @@ def test_resume_after_a_kill_gives_the_identical_masks(model, tmp_path):
         if entry["round"] == 2:
             raise Killed
 
-    state = tmp_path / "state.safetensors"
+    state = store.Checkpoint(tmp_path / "rounds.pt", "mask:test/abc")
     with pytest.raises(Killed):
-        magnitude_prune(model, one_minus_sparsity, cfg, state_path=state, on_round=kill_at_round_2)
+        magnitude_prune(model, one_minus_sparsity, cfg, checkpoint=state, on_round=kill_at_round_2)
+    assert state.file.is_file()
     calls = []
     resumed = magnitude_prune(
-        model, lambda m: calls.append(1) or one_minus_sparsity(m), cfg, state_path=state
+        model, lambda m: calls.append(1) or one_minus_sparsity(m), cfg, checkpoint=state
     )
     assert len(calls) == len(full.history) - 3  # neither the unpruned model nor rounds 1-2 again
     assert all(a.equals(b) for a, b in zip(full.by_method.values(), resumed.by_method.values(), strict=True))
     assert resumed.history == full.history
-    with pytest.raises(ConfigError, match="delete it"):
-        magnitude_prune(model, one_minus_sparsity, PruningConfig(threshold=0.5), state_path=state)
+
+
+def test_resume_with_other_settings_or_identity_starts_fresh(model, tmp_path):
+    """A state of other settings (or of another artifact: other examples, so another unpruned score)
+    is never resumed from: the search starts over and ends as an uninterrupted one (issue 13)."""
+
+    def kill_at_round_2(entry):
+        if entry["round"] == 2:
+            raise Killed
+
+    killed = PruningConfig(weight_fraction_per_round=0.1, weight_rounds=10, threshold=0.0)
+    file = tmp_path / "rounds.pt"
+    with pytest.raises(Killed):
+        magnitude_prune(
+            model,
+            one_minus_sparsity,
+            killed,
+            checkpoint=store.Checkpoint(file, "a"),
+            on_round=kill_at_round_2,
+        )
+    other = PruningConfig(weight_fraction_per_round=0.2, weight_rounds=3, threshold=0.5)
+    straight = magnitude_prune(model, one_minus_sparsity, other)
+    calls = []
+    fresh = magnitude_prune(
+        model,
+        lambda m: calls.append(1) or one_minus_sparsity(m),
+        other,
+        checkpoint=store.Checkpoint(file, "a"),
+    )
+    assert len(calls) == len(straight.history)  # the unpruned model and every round again
+    assert fresh.history == straight.history
+    assert all(
+        a.equals(b) for a, b in zip(straight.by_method.values(), fresh.by_method.values(), strict=True)
+    )
+
+    # same settings, another identity (another evaluation: the baseline of other examples)
+    with pytest.raises(Killed):
+        magnitude_prune(
+            model,
+            one_minus_sparsity,
+            killed,
+            checkpoint=store.Checkpoint(file, "a"),
+            on_round=kill_at_round_2,
+        )
+    plain = magnitude_prune(model, one_minus_sparsity, killed)
+    halved = magnitude_prune(
+        model, lambda m: one_minus_sparsity(m) / 2, killed, checkpoint=store.Checkpoint(file, "b")
+    )
+    assert halved.unpruned_score == 0.5  # its own baseline, not the killed run's 1.0
+    assert [h["score"] for h in halved.history] == pytest.approx([h["score"] / 2 for h in plain.history])
+    assert halved.mask.equals(plain.mask)
 
 
 def test_masks_round_trip_through_save_and_load(model, tmp_path):
@@ -381,7 +432,7 @@ def test_imp_resumes_after_a_kill_to_the_identical_mask(tmp_path):
         if entry["event"] == 1:
             raise Killed
 
-    state = tmp_path / "imp.safetensors"
+    state = store.Checkpoint(tmp_path / "rounds.pt", "mask:test/imp")
     with pytest.raises(Killed):
         imp_prune(
             tiny_model(dropout=0.1),
@@ -389,14 +440,22 @@ def test_imp_resumes_after_a_kill_to_the_identical_mask(tmp_path):
             ToyTrainer(),
             cfg,
             num_events=3,
-            state_path=state,
+            checkpoint=state,
             on_event=kill_after_event_1,
         )
     trainer = ToyTrainer()
-    resumed = imp_prune(tiny_model(dropout=0.1), None, trainer, cfg, num_events=3, state_path=state)
+    resumed = imp_prune(tiny_model(dropout=0.1), None, trainer, cfg, num_events=3, checkpoint=state)
     assert len(trainer.losses) == 2
     assert resumed.mask.equals(full.mask)
     assert resumed.history == full.history
+
+    # another schedule on the same file starts fresh and ends as an uninterrupted run of its own
+    other = PruningConfig(imp_prune_every=2, imp_final_sparsity=0.3)
+    want = imp_prune(tiny_model(dropout=0.1), None, ToyTrainer(), other, num_events=2)
+    trainer = ToyTrainer()
+    got = imp_prune(tiny_model(dropout=0.1), None, trainer, other, num_events=2, checkpoint=state)
+    assert len(trainer.losses) == 2
+    assert got.mask.equals(want.mask) and got.history == want.history
 
 
 def test_imp_num_events():

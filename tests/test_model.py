@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from xsub import artifacts
 from xsub.config import ArchConfig, ConfigError, ModelConfig
 from xsub.data.synthetic import SPECIAL_TOKENS as SPECIALS
 from xsub.data.synthetic import word_level_tokenizer
@@ -576,18 +575,20 @@ def test_load_embedded_random_and_pretrained(tmp_path: Path, tok_dir: Path) -> N
     assert a.config.vocab_size == len(SPECIALS) + len(WORDS) and a.config.pad_token_id == 0
     assert a.config.num_hidden_layers == 2 and a.config.num_attention_heads == 4
 
+    # An embedded model with a pretraining run needs its weights (the caller finds them in the store).
     cfg = tiny_cfg(pretrain_task="synth-mlm")
-    with pytest.raises(ConfigError) as err:
-        load_model(cfg, "classification", 3, tmp_path, tokenizer_dir=tok_dir)
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert msg.endswith("python -m xsub stage=train task=synth-mlm model=tiny lang=all")
+    ckpt = tmp_path / "pretrained" / "model"
+    for weights in (None, ckpt):  # not passed, or a directory without a saved model
+        with pytest.raises(ConfigError) as err:
+            load_model(cfg, "classification", 3, tmp_path, tokenizer_dir=tok_dir, checkpoint=weights)
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert "stage=train task=synth-mlm" in msg and f"missing at {weights}" in msg
 
     # The train stage's MLM output becomes this model's encoder; the new head is seeded.
     mlm = load_tiny(tok_dir, kind="mlm", seed=5)
-    ckpt = artifacts.model_dir(tmp_path, "tiny", "synth-mlm", 0) / "model"
     mlm.save_pretrained(ckpt)
-    model, tokenizer = load_model(cfg, "ner", 7, tmp_path, seed=0, tokenizer_dir=tok_dir)
+    model, tokenizer = load_model(cfg, "ner", 7, tmp_path, seed=0, tokenizer_dir=tok_dir, checkpoint=ckpt)
     assert type(model).__name__ == "BertForTokenClassification" and model.config.num_labels == 7
     for (name, p), q in zip(
         model.bert.encoder.named_parameters(), mlm.bert.encoder.parameters(), strict=True

@@ -279,6 +279,8 @@ def retrain_mask_upstream(cfg: DictConfig) -> tuple[list[Key], dict[str, Any]]:
     if not lang:
         return [], {}
     mcfg = upstream(cfg, "prune", task=task, lang=lang, seed=seed, pruning=method, mask="none")
+    with open_dict(mcfg):  # how the retraining starts, not how the mask's finetuned run was trained
+        mcfg.train.weight_init = "pre"
     return [mask_key(mcfg, lang)], {}
 
 
