@@ -21,11 +21,13 @@ from xsub.mask_sources import resolve
 TINY = ("task=synth-cls", "debug=tiny")
 # The pruning settings of the masks the fixture makes. A stage finds its inputs from its own command
 # line, so the retraining runs (and the transfer analysis) name them too: their masks' identities.
-PRUNED = (
+# A magnitude mask is named with its own method's settings (pruning=magnitude ...).
+PRUNED = ("pruning.n_examples=48", "pruning.batch_size=16", "pruning.threshold=0.0", "pruning.max_rounds=3")
+MAGNITUDE = (
+    "pruning=magnitude",
     "pruning.n_examples=48",
     "pruning.batch_size=16",
     "pruning.threshold=0.0",
-    "pruning.max_rounds=3",
     "pruning.weight_rounds=3",
 )
 PRUNE = ("stage=prune", *TINY, *PRUNED)
@@ -37,12 +39,13 @@ def store(finetuned_root, tmp_path_factory) -> str:
     shutil.copytree(Path(finetuned_root) / "data", root / "data")
     shutil.copytree(Path(finetuned_root) / "models", root / "models")
     run_stage(make_cfg(*PRUNE, "lang=[xsvo,xsov]", f"paths.artifacts={root}"))
-    run_stage(make_cfg(*PRUNE, "lang=xsvo", "pruning=magnitude", f"paths.artifacts={root}"))
+    run_stage(make_cfg("stage=prune", *TINY, *MAGNITUDE, "lang=xsvo", f"paths.artifacts={root}"))
     return str(root)
 
 
 def train_cfg(store: str, *overrides: str):
-    return make_cfg("stage=train", *TINY, *PRUNED, f"paths.artifacts={store}", *overrides)
+    pruned = MAGNITUDE if "mask.pruning=magnitude" in overrides else PRUNED
+    return make_cfg("stage=train", *TINY, *pruned, f"paths.artifacts={store}", *overrides)
 
 
 def run_dir(cfg) -> Path:
@@ -56,7 +59,8 @@ def train(store: str, *overrides: str) -> tuple[dict, Path]:
 
 def mask_dir(store: str, lang: str, *overrides: str) -> Path:
     """The stored mask a retraining run of this test reads (the prune settings of the fixture)."""
-    cfg = make_cfg(*PRUNE, f"lang={lang}", f"paths.artifacts={store}", *overrides)
+    pruned = MAGNITUDE if "pruning=magnitude" in overrides else PRUNED
+    cfg = make_cfg("stage=prune", *TINY, *pruned, f"lang={lang}", f"paths.artifacts={store}", *overrides)
     return xstore.path(cfg, xstore.mask_key(cfg, lang))
 
 
@@ -120,7 +124,7 @@ def test_baselines_have_the_size_of_the_own_mask(store):
     history = load_file(str(mask_dir(store, "xsvo") / "history.safetensors"))
     imp = history["round0/importance/head"]
     assert imp[bad.heads].max() <= imp[~bad.heads].min()  # the least important heads
-    wbad = resolve_for(make_cfg(*base, "mask.source=bad", "mask.pruning=magnitude"))
+    wbad = resolve_for(train_cfg(store, "lang=xsvo", "mask.source=bad", "mask.pruning=magnitude"))
     assert wbad.meta.method == "magnitude-bad"
 
 

@@ -278,9 +278,10 @@ def retrain_mask_upstream(cfg: DictConfig) -> tuple[list[Key], dict[str, Any]]:
         return [], {"file_sha256": digest}
     if not lang:
         return [], {}
-    mcfg = upstream(cfg, "prune", task=task, lang=lang, seed=seed, pruning=method, mask="none")
-    with open_dict(mcfg):  # how the retraining starts, not how the mask's finetuned run was trained
-        mcfg.train.weight_init = "pre"
+    # train.* of a retraining command is how the retraining trains, not how the mask's model was trained:
+    # the mask keeps the command's model, data, pruning and debug settings and the default finetuning
+    carry = ("model", "data", "precision", "pruning")
+    mcfg = upstream(cfg, "prune", task=task, lang=lang, seed=seed, pruning=method, mask="none", carry=carry)
     return [mask_key(mcfg, lang)], {}
 
 
