@@ -102,7 +102,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 2  # early stopping: epochs without dev improvement
     max_steps: int = 0  # 0 = no cap
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
     progress: bool = True
     weight_init: str = "pre"  # pre (the model's pretrained weights) | rand (re-initialised from the seed)
@@ -234,6 +233,7 @@ class XsubConfig:
     stage: str = "train"
     seed: int = 0
     force: bool = False  # redo a stage whose artifact already exists
+    precision: str = "auto"  # auto (bf16 on GPU and on CPUs with native bf16: xsub.precision) | fp32 | bf16
     task: TaskConfig = MISSING
     lang: dict[str, LangConfig] = field(default_factory=dict)
     model: ModelConfig = MISSING
@@ -344,8 +344,8 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         raise ConfigError("interpolate needs split dev or test and points >= 2 (both ends)")
     if cfg.train.weight_init not in ("pre", "rand"):
         raise ConfigError(f"train.weight_init must be pre or rand, got '{cfg.train.weight_init}'")
-    if cfg.train.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32 or bf16, got '{cfg.precision}'")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xsub import artifacts
+from xsub import precision as precision_rule
 from xsub.config import ConfigError, XsubError
 from xsub.metrics import IGNORE, TaskMetric
 
@@ -42,11 +43,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (or when asked), plain fp32 elsewhere."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast where `precision` resolves to bf16 on `device` (xsub.precision), else fp32."""
+    return precision_rule.autocast(device, precision)
 
 
 class Collator:
@@ -171,13 +169,16 @@ def fit(
     fingerprint: str,
     on_epoch_end: Callable[[FitState], None] | None = None,
     on_step_end: Callable[[FitState], None] | None = None,
+    precision: str = "auto",
 ) -> FitState:
     """Train with early stopping on the mean dev metric over `dev_sets` (language -> dataset).
 
+    `precision` (auto | fp32 | bf16, xsub.precision) sets the autocast of training and evaluation.
     The best weights are loaded into `model` on return. `ckpt_dir` holds the per-epoch checkpoint;
     if it exists (same `fingerprint`), training resumes after its last completed epoch.
     """
     device = pick_device(train_cfg.device)
+    resolved = precision_rule.describe(precision, device)
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr)
     steps_per_epoch = math.ceil(len(train_ds) / train_cfg.batch_size)
@@ -192,6 +193,11 @@ def fit(
         if ckpt["fingerprint"] != fingerprint:
             raise ConfigError(
                 f"checkpoint {last} was made with another config; delete {ckpt_dir} or pass force=true"
+            )
+        if ckpt.get("precision", resolved) != resolved:
+            raise ConfigError(
+                f"checkpoint {last} was trained in {ckpt['precision']}, this run is {resolved}; "
+                f"pass precision={ckpt['precision']}, or delete {ckpt_dir}, or pass force=true"
             )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -212,7 +218,7 @@ def fit(
         running = 0.0
         for i, batch in enumerate(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, train_cfg.precision):
+            with autocast(device, precision):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -233,7 +239,7 @@ def fit(
             if train_cfg.max_steps and state.step >= total:
                 break
         dev = {
-            lang: evaluate(model, ds, collate, metric, device, train_cfg.eval_batch_size, train_cfg.precision)
+            lang: evaluate(model, ds, collate, metric, device, train_cfg.eval_batch_size, precision)
             for lang, ds in dev_sets.items()
         }
         score = sum(m[metric.name] for m in dev.values()) / len(dev)
@@ -262,6 +268,7 @@ def fit(
                 "rng": torch.get_rng_state(),
                 "state": json.dumps(asdict(state)),
                 "fingerprint": fingerprint,
+                "precision": resolved,
             },
         )
         if on_epoch_end is not None:

@@ -56,7 +56,7 @@ class Inputs:
         self.seeds: list[int] = list(self.an.seeds) or [int(cfg.seed)]
         self.langs = self._languages()
         self.device = pick_device(cfg.train.device)
-        self.precision = cfg.train.precision
+        self.precision = cfg.precision
 
     # ---- identity of the run -------------------------------------------------------------------------
 

@@ -170,10 +170,10 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, out: Path, fp: str) 
 
     def evaluate(m) -> dict[str, float]:
         scores = {
-            lang: score_batches(m, b, metric, device, cfg.train.precision)[metric.name]
+            lang: score_batches(m, b, metric, device, cfg.precision)[metric.name]
             for lang, b in data.items()
         }
-        correct.append(torch.cat([predictions(m, b, device, cfg.train.precision) for b in data.values()]))
+        correct.append(torch.cat([predictions(m, b, device, cfg.precision) for b in data.values()]))
         return {**scores, "mean": sum(scores.values()) / len(scores)}
 
     tracker = tracking.start(cfg, "interpolate", name=f"interpolate-{out.name}")
@@ -199,7 +199,7 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, out: Path, fp: str) 
                 ic.curve_epochs,
                 ic.curve_lr,
                 cfg.seed,
-                cfg.train.precision,
+                cfg.precision,
             )
             records += [
                 {"path": "curve", **r} for r in path(model, sd_a, sd_b, names, ic.points, evaluate, bend)

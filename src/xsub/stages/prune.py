@@ -148,7 +148,7 @@ def _structured(cfg, lang, meta, path, tracker) -> list[Mask]:
         cfg.pruning,
         state_path=_state(path),
         mlm=cfg.task.kind == "mlm",
-        precision=cfg.train.precision,
+        precision=cfg.precision,
         on_round=lambda r: tracker.log(
             {"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted}
         ),
@@ -165,7 +165,7 @@ def _magnitude(cfg, lang, meta, path, tracker) -> list[Mask]:
     metric = task_metric(cfg.task)
     result = magnitude_prune(
         model,
-        lambda m: score_batches(m, loader, metric, device, cfg.train.precision)[metric.name],
+        lambda m: score_batches(m, loader, metric, device, cfg.precision)[metric.name],
         cfg.pruning,
         state_path=_state(path),
         seed=cfg.seed,
@@ -203,6 +203,7 @@ def _imp(cfg, lang, meta, path, tracker) -> list[Mask]:
             cfg.seed * 1000 + seg.index,
             fp,
             on_step_end=lambda _s: seg.after_step(),
+            precision=cfg.precision,
         )
         return state.best_score
 

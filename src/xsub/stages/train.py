@@ -112,6 +112,7 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
         fingerprint,
         on_epoch_end=lambda s: tracker.log({"epoch": s.epoch, **s.history[-1]}, step=s.step),
         on_step_end=lambda s: _snapshot(s.step, cfg, model, tokenizer, mask, masker, ckpt),
+        precision=cfg.precision,
     )
     device = pick_device(cfg.train.device)
     results: dict[str, Any] = {
@@ -121,7 +122,7 @@ def _train(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
     for role in ("dev", "test"):
         results[role] = {
-            lang: evaluate(model, ds, collate, metric, device, cfg.train.eval_batch_size, cfg.train.precision)
+            lang: evaluate(model, ds, collate, metric, device, cfg.train.eval_batch_size, cfg.precision)
             for lang, ds in enc[role].items()
         }
     results["languages"] = langs
