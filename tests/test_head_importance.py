@@ -40,6 +40,7 @@ def _fp32_auto(monkeypatch):
     even on a CPU with native bf16 (bf16 against fp32: tests/test_precision.py)."""
     monkeypatch.setattr("xsub.precision.cpu_has_native_bf16", lambda: False)
 
+
 HEADS, HIDDEN, VOCAB, LABELS = 4, 32, 60, 3
 HEAD_DIM = HIDDEN // HEADS
 

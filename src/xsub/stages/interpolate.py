@@ -170,8 +170,7 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, out: Path, fp: str) 
 
     def evaluate(m) -> dict[str, float]:
         scores = {
-            lang: score_batches(m, b, metric, device, cfg.precision)[metric.name]
-            for lang, b in data.items()
+            lang: score_batches(m, b, metric, device, cfg.precision)[metric.name] for lang, b in data.items()
         }
         correct.append(torch.cat([predictions(m, b, device, cfg.precision) for b in data.values()]))
         return {**scores, "mean": sum(scores.values()) / len(scores)}
