@@ -91,3 +91,29 @@ def test_bf16_agrees_with_fp32_on_the_embedded_default(finetuned_root):
         accepted = runs["fp32"].mask.meta.extra["accepted_round"]
         near = [r.mask["head"] for r in runs["fp32"].history if abs(r.round - accepted) == 1]
         assert any(torch.equal(m.bool(), final["bf16"]) for m in near), (final, near)
+
+
+def test_a_pruning_state_is_resumed_only_at_the_precision_that_wrote_it(monkeypatch, tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from data_fixtures import padded_batches
+    from xsub.config import PruningConfig
+    from xsub.metrics import TaskMetric
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    model = BertForSequenceClassification(config).eval()
+    batches = [
+        b | {"labels": torch.zeros(len(b["input_ids"]), dtype=torch.long)}
+        for b in padded_batches(40, 1, 4, 8, 0)
+    ]
+    cfg = PruningConfig(threshold=0.0, max_rounds=1)
+    state = tmp_path / "state.pt"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # auto = fp32: written
+    prune_heads(model, batches, TaskMetric("classification", 2), CPU, cfg, state_path=state)
+    prune_heads(model, batches, TaskMetric("classification", 2), CPU, cfg, state_path=state, precision="fp32")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)  # auto = bf16 now: refused
+    with pytest.raises(ConfigError, match="other pruning settings"):
+        prune_heads(model, batches, TaskMetric("classification", 2), CPU, cfg, state_path=state)

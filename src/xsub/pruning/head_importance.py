@@ -32,6 +32,7 @@ from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import TaskMetric
 from xsub.model import GATE_NAMES, Gates, attach_gates, config_hash, model_signature
+from xsub.precision import describe
 from xsub.trainer import autocast
 
 log = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ def prune_heads(
     shapes = {p: tuple(gates.tensors()[p].shape) for p in parts}
     k = {p: per_round(p, math.prod(shapes[p]), cfg) for p in parts}
     lower_better = mlm or not metric.higher_is_better
-    fingerprint = _fingerprint(model, cfg, metric, lower_better, precision)
+    fingerprint = _fingerprint(model, cfg, metric, lower_better, describe(precision, device))
 
     def measure(mask: dict[str, torch.Tensor]) -> ImportanceResult:
         _set_gates(gates, mask)
