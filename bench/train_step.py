@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['loss_fp32']:.4f} / {r['loss_bf16']:.4f}",
             ]
         )
-        print(f"{name}: {steps} steps each, alternating", flush=True)
+        print(
+            f"{name}: {steps} steps each, alternating: fp32 {rows[-1][1]} ms, bf16 {rows[-1][2]} ms "
+            f"per step, bf16 {rows[-1][5]}x",
+            flush=True,
+        )
     headers = [
         "shape",
         "fp32 ms/step",
