@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from xsub import precision
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,20 +40,28 @@ def tiny(artifacts: str) -> list[str]:
 
 
 def test_importance_smoke_agrees_with_reference(reference_env, finetuned_root, tmp_path):
-    # --no-ladder: xsub's default pass only (each child costs an interpreter start)
+    # --no-ladder: xsub's fp32 pass and, where bf16 is native, the bf16 one (each child costs an
+    # interpreter start)
     out = bench("importance.py", *tiny(finetuned_root), "--no-ladder", cache=tmp_path)
     last = out.strip().splitlines()[-1]
-    m = re.fullmatch(r"importance speedup vs reference: (\d+\.\d\d)x \(spearman (-?\d\.\d{4})\)", last)
+    pattern = r"importance speedup vs reference: (\d+\.\d\d)x \(spearman (-?\d\.\d{4}), (bf16|fp32)\)"
+    m = re.fullmatch(pattern, last)
     assert m, last
-    assert float(m.group(2)) >= 0.999, out
-    assert "NO" not in out.split(), out  # xsub prunes the same heads first
-    assert out.count("importance pass:") == 2  # xlmr-shaped and embedded
+    assert m.group(3) == precision.describe("auto", "cpu"), last
+    fp32 = [line.split() for line in out.splitlines() if line.startswith("+ dynamic padding ")]
+    assert len(fp32) == 2, out  # xlmr-shaped and embedded
+    for row in fp32:  # xsub's fp32 importance is the reference's, and prunes the same heads first
+        assert float(row[-4]) >= 0.999 and row[-3] == "yes", out
+    assert "bf16 (CUDA): skipped" in out, out
+    assert out.count("importance pass:") == 2
 
 
 def test_prune_end_to_end_smoke_same_mask(reference_env, finetuned_root, tmp_path):
     out = bench("prune_end_to_end.py", *tiny(finetuned_root), "--threshold", "0.5", cache=tmp_path)
-    assert re.search(r"xlmr: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
-    assert re.search(r"embedded: full prune speedup vs reference: \d+\.\d\dx \(same final mask\)", out), out
+    assert re.search(r"xlmr: full prune speedup vs reference: \d+\.\d\dx \(same final mask, fp32\)", out), out
+    assert re.search(
+        r"embedded: full prune speedup vs reference: \d+\.\d\dx \(same final mask, fp32\)", out
+    ), out
 
 
 def test_cka_bench_quick(tmp_path):

@@ -33,6 +33,14 @@ from xsub.subnetwork import apply_mask
 
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _fp32_auto(monkeypatch):
+    """These tests check the fp32 arithmetic and trajectories exactly: precision=auto stays fp32 here
+    even on a CPU with native bf16 (bf16 against fp32: tests/test_precision.py)."""
+    monkeypatch.setattr("xsub.precision.cpu_has_native_bf16", lambda: False)
+
+
 HEADS, HIDDEN, VOCAB, LABELS = 4, 32, 60, 3
 HEAD_DIM = HIDDEN // HEADS
 

@@ -158,11 +158,9 @@ def _section(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 def precision_of(cfg: DictConfig) -> str:
     """The precision the run's matmuls actually use (a result depends on it, not on `auto`)."""
-    from xsub.trainer import pick_device
+    from xsub.precision import for_run
 
-    requested = str(cfg.get("precision") or cfg.train.get("precision", "auto"))
-    device = pick_device(cfg.train.device)
-    return "bf16" if requested == "bf16" or (requested == "auto" and device.type == "cuda") else "fp32"
+    return for_run(cfg)
 
 
 def langs_label(cfg: DictConfig) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from xsub import precision as precision_rule
 from xsub import store
 from xsub.config import XsubError
 from xsub.metrics import IGNORE, TaskMetric
@@ -40,11 +41,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (or when asked), plain fp32 elsewhere."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast where `precision` resolves to bf16 on `device` (xsub.precision), else fp32."""
+    return precision_rule.autocast(device, precision)
 
 
 class Collator:

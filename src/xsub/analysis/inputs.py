@@ -60,7 +60,7 @@ class Inputs:
         self.seeds: list[int] = list(self.an.seeds) or [int(cfg.seed)]
         self.langs = self._languages()
         self.device = pick_device(cfg.train.device)
-        self.precision = cfg.precision
+        self.precision = store.precision_of(cfg)  # bf16 | fp32, as resolved for this run
         self.read: list[dict[str, Any]] = []  # provenance of every artifact read
         self.out: Path = self.root  # set by the stage to its staging folder
         self.partial: Path | None = None  # set by the stage: resumable state of the analysis

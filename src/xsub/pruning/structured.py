@@ -25,6 +25,7 @@ from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import TaskMetric
 from xsub.model import attach_gates, config_hash, model_signature
+from xsub.precision import describe
 from xsub.pruning.importance import Batches, ImportanceResult, importance
 from xsub.subnetwork import set_gates
 
@@ -212,7 +213,7 @@ def prune_heads(
     k = {p: per_round(p, math.prod(shapes[p]), cfg) for p in parts}
     lower_better = mlm or not metric.higher_is_better
     state = (checkpoint or store.Checkpoint(None, "")).stamped(
-        _fingerprint(model, cfg, metric, lower_better, precision)
+        _fingerprint(model, cfg, metric, lower_better, describe(precision, device))
     )
 
     def measure(mask: dict[str, torch.Tensor]) -> ImportanceResult:

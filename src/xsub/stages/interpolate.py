@@ -159,9 +159,10 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, job: store.Claim) ->
 
     def evaluate(m) -> dict[str, float]:
         scores = {
-            lang: score_batches(m, b, metric, device, cfg.precision)[metric.name] for lang, b in data.items()
+            lang: score_batches(m, b, metric, device, store.precision_of(cfg))[metric.name]
+            for lang, b in data.items()
         }
-        correct.append(torch.cat([predictions(m, b, device, cfg.precision) for b in data.values()]))
+        correct.append(torch.cat([predictions(m, b, device, store.precision_of(cfg)) for b in data.values()]))
         return {**scores, "mean": sum(scores.values()) / len(scores)}
 
     with (
@@ -190,7 +191,7 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, job: store.Claim) ->
                 ic.curve_epochs,
                 ic.curve_lr,
                 cfg.seed,
-                cfg.precision,
+                store.precision_of(cfg),
                 checkpoint=store.Checkpoint(job.start() / "bend.pt", job.key.id),
             )
             records += [

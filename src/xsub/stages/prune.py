@@ -128,7 +128,7 @@ def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         cfg.pruning,
         checkpoint=checkpoint,
         mlm=cfg.task.kind == "mlm",
-        precision=cfg.precision,
+        precision=store.precision_of(cfg),
         on_round=lambda r: tracker.log(
             {"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted}
         ),
@@ -144,7 +144,7 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     metric = task_metric(cfg.task)
     result = magnitude_prune(
         model,
-        lambda m: score_batches(m, loader, metric, device, cfg.precision)[metric.name],
+        lambda m: score_batches(m, loader, metric, device, store.precision_of(cfg))[metric.name],
         cfg.pruning,
         checkpoint=checkpoint,
         seed=cfg.seed,
@@ -188,7 +188,7 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
             seg_cfg,
             checkpoint.child(f"seg{seg.index}"),
             cfg.seed * 1000 + seg.index,
-            precision=cfg.precision,
+            precision=store.precision_of(cfg),
             on_step_end=lambda _s: seg.after_step(),
         )
         return state.best_score

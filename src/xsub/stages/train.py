@@ -95,7 +95,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
             cfg.train,
             state_file,
             cfg.seed,
-            precision=cfg.precision,
+            precision=store.precision_of(cfg),
             on_epoch_end=lambda s: tracker.log({"epoch": s.epoch, **s.history[-1]}, step=s.step),
             on_step_end=lambda s: _snapshot(s.step, cfg, model, tokenizer, mask, fixed, partial),
         )
@@ -108,7 +108,9 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
         }
         for role in ("dev", "test"):
             results[role] = {
-                lang: evaluate(model, ds, collate, metric, device, cfg.train.eval_batch_size, cfg.precision)
+                lang: evaluate(
+                    model, ds, collate, metric, device, cfg.train.eval_batch_size, store.precision_of(cfg)
+                )
                 for lang, ds in enc[role].items()
             }
         results["languages"] = langs
