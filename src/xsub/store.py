@@ -342,7 +342,7 @@ def wandb_dir(cfg: DictConfig) -> Path:
 
 # ---- recomposing a config with other key fields ----------------------------------------------------
 
-_KEY_FIELDS = ("stage", "seed", "lang", "task", "experiment_name", "pipeline", "force")
+_KEY_FIELDS = ("stage", "seed", "lang", "experiment_name", "pipeline", "force")
 _DEFAULTS_CACHE: dict[tuple, DictConfig] = {}
 
 
@@ -423,6 +423,8 @@ def upstream(
         out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     else:
         diffs = differences(cfg)
+        if groups["task"] != choices(cfg)["task"]:  # another task brings its own task settings
+            diffs = {k: v for k, v in diffs.items() if not k.startswith("task.")}
         debug, diffs = _collapse_debug(diffs, choices(cfg))
         if carry is not None:
             diffs = {k: v for k, v in diffs.items() if k.split(".")[0] in carry}
