@@ -248,7 +248,10 @@ def test_find_lists_done_partial_and_filters(tmp_path):
     with store.claim(tmp_path, a) as job, job.commit():
         pass
     with store.claim(tmp_path, b) as job:
-        job.start()
+        job.start()  # failed before saving any state: nothing to resume, no entry
+    assert {e.record["hash"]: e.status for e in store.find(tmp_path, "data")} == {a.hash: "done"}
+    with store.claim(tmp_path, b) as job:
+        store.Checkpoint(job.start() / "rounds.pt", b.id).save({"round": 1})  # killed after a round
     status = {e.record["hash"]: e.status for e in store.find(tmp_path, "data")}
     assert status == {a.hash: "done", b.hash: "partial"}
     assert json.loads((store.path(tmp_path, b).with_name(b.hash + ".partial") / "KEY.json").read_text())
