@@ -33,7 +33,7 @@ MANIFEST = "xsub-sweep.json"
 THREADS_ENV = "XSUB_JOB_THREADS"  # set by the local launcher for the jobs it starts
 
 
-class JobFailed(Exception):  # noqa: N818 (it is what the job returns, not a programming error)
+class JobFailed(Exception):
     """A sweep job's error as one line, with the log file holding the rest; picklable (submitit)."""
 
     def __init__(self, line: str, log_path: str = "") -> None:

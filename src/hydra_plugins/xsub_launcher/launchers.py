@@ -12,12 +12,12 @@ Options: `hydra/launcher=xsub_basic` (the default, conf/config.yaml), `local` an
 (conf/hydra/launcher/*.yaml, on top of xsub_local / xsub_slurm).
 """
 
-
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
@@ -145,7 +145,10 @@ class _Submitit:
         if self._EXECUTOR == "slurm" and self.set_threads and params.get("cpus_per_task"):
             # before python starts, for every OpenMP user; the job sets torch's threads from
             # SLURM_CPUS_PER_TASK too (xsub.sweep.apply_threads)
-            params["setup"] = [f"export OMP_NUM_THREADS={params['cpus_per_task']}", *(params.get("setup") or [])]
+            params["setup"] = [
+                f"export OMP_NUM_THREADS={params['cpus_per_task']}",
+                *(params.get("setup") or []),
+            ]
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
             **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()}
@@ -175,8 +178,13 @@ class _Submitit:
         for plan in planned:
             log.info(f"\t#{plan['num']} : {' '.join(filter_overrides(plan['overrides']))}")
             params.append(
-                (plan["overrides"], "hydra.sweep.dir", plan["num"], f"job_id_for_{plan['num']}",
-                 Singleton.get_state())
+                (
+                    plan["overrides"],
+                    "hydra.sweep.dir",
+                    plan["num"],
+                    f"job_id_for_{plan['num']}",
+                    Singleton.get_state(),
+                )
             )
         with sweep.environ(**self._threads_env(len(job_overrides))):
             jobs = executor.map_array(self, *zip(*params))

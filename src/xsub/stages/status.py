@@ -208,7 +208,9 @@ def status(sweep_dir: Path) -> dict[str, Any]:
             cfg = _compose(list(j.get("overrides", [])))
         outcome = sweep.read_json(job_dir / sweep.OUTCOME) if job_dir is not None else None
         stored = _store_state(job_dir, cfg, cwd)
-        state, detail = job_state(outcome, slurm.get(str(j.get("job_id", "")), ""), stored, submitted, bool(job_dir))
+        state, detail = job_state(
+            outcome, slurm.get(str(j.get("job_id", "")), ""), stored, submitted, bool(job_dir)
+        )
         log_path = (outcome or {}).get("log") or j.get("log") or j.get("stderr", "")
         shown = " ".join(o for o in j.get("overrides", []) if not o.startswith("hydra.")) or "(no overrides)"
         rows.append([num, j.get("job_id", "") or "-", state, shown, detail])
