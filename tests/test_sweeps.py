@@ -173,6 +173,13 @@ def test_threads_are_divided_among_concurrent_jobs(monkeypatch):
     assert sweep.job_threads() == 2
 
 
+def test_status_reads_sacct_rows_of_pending_array_tasks():
+    from xsub.stages.status import _array_tasks
+
+    assert _array_tasks("12_[0-2,5%2]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert _array_tasks("12_3") == ["12_3"]
+
+
 # ------------------------------------------------------------------------------------------------ Slurm
 
 

@@ -63,7 +63,8 @@ def _slurm_states(ids: list[str]) -> dict[str, str]:
         )
         for line in out.stdout.splitlines() if out.returncode == 0 else []:
             job, _, state = line.partition("|")
-            found[job] = state.split()[0] if state else ""
+            for one in _array_tasks(job):
+                found[one] = state.split()[0] if state else ""
     if shutil.which("squeue"):
         out = subprocess.run(
             ["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T"],
@@ -76,6 +77,19 @@ def _slurm_states(ids: list[str]) -> dict[str, str]:
             job, _, state = line.partition("|")
             found.setdefault(job, state)
     return found
+
+
+def _array_tasks(job: str) -> list[str]:
+    """`123_[0-2,5]` (sacct's pending array tasks) -> 123_0 123_1 123_2 123_5; other ids as they are."""
+    head, sep, rest = job.partition("_[")
+    if not sep:
+        return [job]
+    tasks = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            tasks += [f"{head}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return tasks
 
 
 def _job_num(job_dir: Path) -> int | None:
