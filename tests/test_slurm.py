@@ -290,12 +290,11 @@ def test_preempted_prune_is_requeued_and_resumes_to_the_same_mask(slurm_env, fin
 def test_gpu_profile_makes_a_gpu_sbatch_script(tmp_path):
     """hydra/launcher=slurm_gpu composes and turns into the sbatch options a GPU cluster expects (no
     cluster needed: the script is built the way the launcher builds it, not submitted)."""
-    import submitit
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
+    from hydra_plugins.xsub_launcher.launchers import XsubSlurmLauncher
     from xsub.__main__ import STAGES
     from xsub.config import conf_dir, register_configs
 
@@ -306,13 +305,10 @@ def test_gpu_profile_makes_a_gpu_sbatch_script(tmp_path):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher.pop("_target_").endswith("SlurmLauncher")
-    folder = launcher.pop("submitit_folder")
-    executor = submitit.AutoExecutor(
-        folder=folder, cluster="slurm", slurm_max_num_timeout=launcher.pop("max_num_timeout")
-    )
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
+    target = launcher.pop("_target_")
+    assert target == "hydra_plugins.xsub_launcher.launchers.XsubSlurmLauncher", target
+    # the executor exactly as the launcher builds it (its set_threads setup line included)
+    executor = XsubSlurmLauncher(**launcher)._executor(1)
     script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "x")
     for line in (
         "#SBATCH --partition=gpu",

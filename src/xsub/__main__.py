@@ -159,12 +159,14 @@ def _terminated(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (Slurm, kill) ends the job like Ctrl-C: finished work is kept
 
 
-def _job(cfg: DictConfig) -> None:
-    from xsub import store
+def _job(cfg: DictConfig) -> dict | None:
+    from xsub import store, sweep
 
     _quiet_libraries()
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        if sweep.in_sweep():  # outcome recorded, a failure returned to the launcher (xsub.sweep)
+            return sweep.run_job(cfg, run_stage)
         run_stage(cfg)
     except XsubError as err:
         fail(err)
@@ -192,6 +194,11 @@ def main() -> None:
         except ConfigError as err:
             fail(err)
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+    from xsub import sweep
+
+    code = sweep.finish()  # a sweep: one line per job; 1 if any job failed
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "interpolate": "xsub.stages.interpolate",
     "report": "xsub.stages.report",
     "store": "xsub.stages.store",
+    "status": "xsub.stages.status",
     "pipeline": "xsub.stages.pipeline",
 }
 
