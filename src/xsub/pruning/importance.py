@@ -30,7 +30,7 @@ Batches = Iterable[Mapping[str, torch.Tensor]]
 class ImportanceResult:
     """Normalised |∂L/∂gate| per requested part, and the metric measured in the same pass."""
 
-    head: torch.Tensor | None  # [L, H]
+    head: torch.Tensor | None = None  # [L, H]
     mlp: torch.Tensor | None = None  # [L]
     mlp_units: torch.Tensor | None = None  # [L, I]
     kv_group: torch.Tensor | None = None  # [L, G] (decoders with grouped-query attention)
