@@ -169,3 +169,22 @@ def test_kv_group_pruning_masks_whole_groups(tok_dir: Path) -> None:
     assert torch.equal(heads[:, 0], heads[:, 1]) and torch.equal(heads[:, 2], heads[:, 3])
     assert result.mask.meta.extra["head_unit"] == "kv_group"
     assert "kv_group" in result.history[-1].importance
+
+
+def test_flores_clm_reads_a_local_copy(tmp_path: Path) -> None:
+    import types
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xsub.config import task_config
+    from xsub.data.clm import load_flores
+
+    for split in ("dev", "devtest"):
+        (tmp_path / "deu_Latn" / split).mkdir(parents=True)
+        rows = {"id": [1, 2], "sentence": [f"Ein Satz {split}.", "Noch einer."]}
+        pq.write_table(pa.table(rows), tmp_path / "deu_Latn" / split / "part.parquet")
+    task = task_config("flores-clm")
+    assert (task.kind, task.train_split, task.dev_split) == ("clm", "dev", "devtest")
+    ds = load_flores(task, "de", "devtest", types.SimpleNamespace(path=str(tmp_path)))
+    assert ds.column_names == ["text"] and ds["text"] == ["Ein Satz devtest.", "Noch einer."]
