@@ -13,10 +13,14 @@ REF    := bench/reference/.venv
 FINETUNED := artifacts/models/synth-bert/synth-cls/seed0/DONE.json
 BENCH_ARGS ?=
 
-.PHONY: demo test lint clean install install-dev bench bench-reference
+.PHONY: demo demo-llm test lint clean install install-dev bench bench-reference
 
 demo: install
 	$(BIN)/python -m xsub experiment=demo
+
+# The decoder demo: pretrain the embedded decoder synth-gpt, prune its heads per language, compare.
+demo-llm: install
+	$(BIN)/python -m xsub experiment=demo-llm
 
 # The suite and the lint: one command, as CI runs it.
 test: install-dev lint

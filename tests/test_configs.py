@@ -262,6 +262,7 @@ BAD = {
     "model.arch.max_position_embeddings": "1",
     "model.arch.hidden_dropout_prob": "1.0",
     "model.arch.attention_probs_dropout_prob": "-0.1",
+    "model.arch.num_key_value_heads": "-1",
     "mask.seed": "-2",
     "pruning.model_seed": "-2",
     "pruning.n_examples": "0",

@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 # name and writes YAML (`to_yaml`, `to_container(enum_to_str=True)`) by name, and a member is a str
 # equal to its value, so `cfg.analysis.pooling == "first"`, f-strings and json.dumps are unchanged.
 
-TASK_KINDS = ("classification", "ner", "mlm")
+TASK_KINDS = ("classification", "ner", "mlm", "clm")  # clm: causal language modelling (decoders)
 MODEL_SOURCES = ("hub", "local", "embedded", "package")
 
 
@@ -29,6 +29,11 @@ class Precision(StrEnum):
     auto = "auto"  # bf16 autocast on GPU, fp32 on CPU
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class HeadUnit(StrEnum):
+    query = "query"  # one gate per query head
+    kv_group = "kv_group"  # one gate per key/value group (grouped-query attention): its query heads together
 
 
 class WeightInit(StrEnum):
@@ -59,7 +64,7 @@ class LangConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    kind: str = MISSING  # classification | ner | mlm
+    kind: str = MISSING  # classification | ner | mlm | clm
     source: str = MISSING  # loader family: xnli | paws-x | marc | wikiann | wikipedia | synthetic
     hub_id: str = ""  # dataset id on the hub; ignored when data.path is set
     hub_subset: str = "{lang}"  # hub config name, formatted with the language code
@@ -85,6 +90,7 @@ class ArchConfig:
     max_position_embeddings: int = 64
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    num_key_value_heads: int = 0  # decoders (family llama): key/value heads for GQA; 0 = one per query head
 
 
 @dataclass
@@ -92,7 +98,9 @@ class ModelConfig:
     name: str = MISSING  # id used in artifact paths
     source: str = MISSING  # hub | local | embedded | package
     path: str = ""  # hub id, local directory, or python package (source=package)
-    family: str = "bert"  # bert | roberta | t5-encoder: which modules the gates hook
+    # which modules the gates hook: bert | roberta | t5-encoder; decoders: llama (also Mistral, Qwen, Gemma,
+    # Cohere, OLMo 2) | phi3 | bloom | xglm | opt | gpt2 | phi. An embedded model is built as this family.
+    family: str = "bert"
     pretrain_task: str = ""  # embedded: the task whose train-stage output is this model's pretrained weights
     arch: ArchConfig = field(default_factory=ArchConfig)
     attn_implementation: str = "sdpa"
@@ -181,6 +189,8 @@ class HeadsPruning(ScoredPruning):
     normalize_global: bool = True  # min-max to [0, 1] over all heads
     # the original projects' behaviour: gate gradients are never zeroed between batches
     cumulative_grad: bool = False
+    # decoders with grouped-query attention: prune single query heads, or whole key/value groups
+    head_unit: HeadUnit = HeadUnit.query
 
 
 @dataclass
@@ -605,6 +615,7 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("model.arch.max_position_embeddings", lambda v: v >= 2, ">= 2"),
     ("model.arch.hidden_dropout_prob", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.arch.attention_probs_dropout_prob", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.arch.num_key_value_heads", lambda v: v >= 0, ">= 0 (0 = one per query head)"),
     ("mask.seed", lambda v: v >= -1, ">= 0, or -1 for the run's seed"),
     ("pruning.model_seed", lambda v: v >= -1, ">= 0, or -1 for the run's seed"),
     ("pruning.n_examples", lambda v: v >= 1, ">= 1"),

@@ -47,7 +47,8 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
 
 class Collator:
     """Dynamic padding (to the longest in the batch, never to a fixed length) and, for MLM, BERT
-    masking (15%: 80% [MASK], 10% random, 10% kept) from its own seeded generator."""
+    masking (15%: 80% [MASK], 10% random, 10% kept) from its own seeded generator; for a causal LM
+    (`clm`) the labels are the input ids with padding set to -100."""
 
     def __init__(self, tokenizer, kind: str, mlm_probability: float = 0.15, seed: int = 0) -> None:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -69,6 +70,9 @@ class Collator:
                 batch[key] = torch.tensor([list(r[key]) + [pad] * (width - len(r[key])) for r in rows])
         if self.kind == "mlm":
             batch["input_ids"], batch["labels"] = self._mask(batch["input_ids"])
+        elif self.kind == "clm":  # next-token labels are the inputs (the model shifts); padding ignored
+            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+            batch["labels"] = batch["input_ids"].masked_fill(mask == 0, IGNORE)
         elif self.kind == "ner":
             batch["labels"] = torch.tensor(
                 [list(r["labels"]) + [IGNORE] * (width - len(r["labels"])) for r in rows]

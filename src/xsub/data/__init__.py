@@ -15,7 +15,7 @@ from typing import Any
 import datasets
 
 from xsub.config import ConfigError
-from xsub.data import classification, mlm, ner
+from xsub.data import classification, clm, mlm, ner
 from xsub.data.classification import text_definition
 from xsub.data.hub import check_labels, load_task_split, require_columns, standardize, task_source_name
 
@@ -48,7 +48,8 @@ LOADERS = {
     "marc": classification.load_source,
     "text-classification": _text_classification,
     "wikiann": ner.load_source,
-    "wikipedia": mlm.load_source,
+    "wikipedia": mlm.load_source,  # mlm and clm tasks
+    "flores": clm.load_flores,  # flores-clm
 }
 
 

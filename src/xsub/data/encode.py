@@ -9,6 +9,10 @@ batches stay short. Kinds:
   the tokenizer's separator (so document boundaries stay visible), all concatenated and cut into blocks
   that the tokenizer's own special tokens wrap to exactly `max_length`; the short tail is dropped unless
   it is the only block. No labels: masking is the collator's job.
+- clm (`text`) -> the same document stream (each document followed by the tokenizer's end-of-sequence
+  token), cut into blocks of `max_length` that start with the tokenizer's own leading special tokens
+  (Llama's <s>, the synthetic [CLS]; none for GPT-2 or Qwen). Labels are the inputs (the model shifts
+  them); the collator marks padding -100, so perplexity counts predicted tokens only.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-KINDS = ("classification", "ner", "mlm")
+KINDS = ("classification", "ner", "mlm", "clm")
 
 
 def _inputs(enc: Any) -> dict[str, Any]:
@@ -93,29 +97,52 @@ def _list_array(blocks: np.ndarray, lengths: list[int]) -> pa.Array:
 
 def _encode_mlm(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> datasets.Dataset:
     prefix, suffix, has_tt = special_layout(tokenizer)
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return _blocks(ds, tokenizer, max_length, prefix, suffix, has_tt, sep, "mlm")
+
+
+def _encode_clm(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> datasets.Dataset:
+    prefix, _, _ = special_layout(tokenizer)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not prefix and bos is not None and getattr(tokenizer, "add_bos_token", False):
+        prefix = [bos]
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return _blocks(ds, tokenizer, max_length, prefix[:1], [], False, eos, "clm")
+
+
+def _blocks(
+    ds: datasets.Dataset,
+    tokenizer: Any,
+    max_length: int,
+    prefix: list[int],
+    suffix: list[int],
+    has_tt: bool,
+    sep: int | None,
+    kind: str,
+) -> datasets.Dataset:
+    """Documents (each followed by `sep`) concatenated and cut into `prefix + block + suffix` rows."""
     inner = max_length - len(prefix) - len(suffix)
     if inner < 1:
         raise ValueError(
             f"max_length {max_length} leaves no room beside {len(prefix) + len(suffix)} special tokens"
         )
-    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
 
     def fn(b: dict[str, list[Any]]) -> dict[str, list[Any]]:
         ids = tokenizer(b["text"], add_special_tokens=False, verbose=False)["input_ids"]
         return {"ids": [[*x, sep] if x and sep is not None else x for x in ids]}
 
-    tokd = ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize mlm")
+    tokd = ds.map(fn, batched=True, remove_columns=ds.column_names, desc=f"tokenize {kind}")
     col = tokd.with_format("arrow")["ids"]
     flat = pc.list_flatten(col).to_numpy().astype(np.int32) if len(col) else np.zeros(0, np.int32)
     n_blocks = len(flat) // inner
     if n_blocks == 0 and len(flat) == 0:
-        raise ValueError("mlm encoding: the dataset has no tokens")
+        raise ValueError(f"{kind} encoding: the dataset has no tokens")
     if n_blocks == 0:  # the tail is the only block: keep it, shorter than max_length
         body = flat[None, :]
     else:
         body = flat[: n_blocks * inner].reshape(n_blocks, inner)
         if len(flat) > n_blocks * inner:
-            log.debug("mlm encoding: dropped a tail of %d tokens", len(flat) - n_blocks * inner)
+            log.debug("%s encoding: dropped a tail of %d tokens", kind, len(flat) - n_blocks * inner)
     rows = len(body)
     blocks = np.concatenate(
         [
@@ -139,11 +166,12 @@ ENCODERS: dict[str, Callable[[datasets.Dataset, Any, int], datasets.Dataset]] = 
     "classification": _encode_classification,
     "ner": _encode_ner,
     "mlm": _encode_mlm,
+    "clm": _encode_clm,
 }
 
 
 def encode(ds: datasets.Dataset, tokenizer: Any, kind: str, max_length: int) -> datasets.Dataset:
-    """Tokenise a standardized dataset for `kind` (classification | ner | mlm); torch format, unpadded."""
+    """Tokenise a standardized dataset for `kind` (classification | ner | mlm | clm); torch, unpadded."""
     if kind not in ENCODERS:
         raise ValueError(f"unknown task kind '{kind}'; expected one of {', '.join(KINDS)}")
     return ENCODERS[kind](ds, tokenizer, max_length).with_format("torch")

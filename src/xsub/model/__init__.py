@@ -4,12 +4,17 @@
 """
 
 from xsub.model.arch import (
+    DECODER_FAMILIES,
     MODEL_FAMILIES,
     GateShape,
     LayerModules,
     encoder_layers,
     gate_shape,
+    in_features,
+    is_decoder,
+    kv_group_of_heads,
     model_family,
+    num_kv_heads,
 )
 from xsub.model.gates import GATE_NAMES, Gates, attach_gates, get_gates
 from xsub.model.load import (
@@ -24,6 +29,7 @@ from xsub.model.load import (
 
 __all__ = [
     "AUTO_CLASSES",
+    "DECODER_FAMILIES",
     "GATE_NAMES",
     "MODEL_FAMILIES",
     "GateShape",
@@ -35,9 +41,13 @@ __all__ = [
     "encoder_layers",
     "gate_shape",
     "get_gates",
+    "in_features",
+    "is_decoder",
+    "kv_group_of_heads",
     "load_finetuned",
     "load_model",
     "model_family",
     "model_signature",
+    "num_kv_heads",
     "reinit_weights",
 ]

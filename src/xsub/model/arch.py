@@ -1,9 +1,16 @@
 """Architecture adapters: where each supported family keeps its heads, MLP units and layers.
 
-Gates, magnitude pruning and stitching all need the same handles on a model (the encoder layer list, and in
+Gates, magnitude pruning and stitching all need the same handles on a model (the layer list, and in
 each layer the Q/K/V projections, the attention output projection whose input is the concatenated head
 contexts, and the FFN in/out projections), so they are found here once, per family, from
 `config.model_type`; an unsupported type fails with one line before anything is hooked.
+
+Encoders: BERT-style (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT), DistilBERT, the T5 encoder. Decoders
+(causal LMs): the Llama layout (Llama 2/3, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Cohere/Aya, OLMo 2:
+`self_attn.o_proj`, gated MLP `mlp.down_proj`), Phi-3 (fused `qkv_proj` and `gate_up_proj`), BLOOM
+(fused `query_key_value`, ALiBi), XGLM and OPT (`out_proj`, `fc2`), GPT-2 / mGPT (Conv1D `c_attn`,
+`c_proj`) and Phi (`dense`, `fc2`). Grouped-query attention: `num_kv_heads` gives the key/value heads;
+query head h belongs to group h // (num_heads / num_kv_heads), as `repeat_kv` lays them out.
 """
 
 from __future__ import annotations
@@ -29,7 +36,25 @@ MODEL_FAMILIES = {
     "t5": "t5",
     "mt5": "t5",
     "umt5": "t5",
+    # decoders
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "qwen3": "llama",
+    "gemma": "llama",
+    "gemma2": "llama",
+    "gemma3_text": "llama",
+    "cohere": "llama",
+    "cohere2": "llama",
+    "olmo2": "llama",
+    "phi3": "phi3",
+    "bloom": "bloom",
+    "xglm": "xglm",
+    "opt": "opt",
+    "gpt2": "gpt2",
+    "phi": "phi",
 }
+DECODER_FAMILIES = ("llama", "phi3", "bloom", "xglm", "opt", "gpt2", "phi")
 
 # Attribute paths relative to the base model (layer list) and to one layer (the rest).
 _PATHS: dict[str, dict[str, Any]] = {
@@ -60,6 +85,64 @@ _PATHS: dict[str, dict[str, Any]] = {
         "ffn_in": ("layer.1.DenseReluDense.wi", "layer.1.DenseReluDense.wi_0", "layer.1.DenseReluDense.wi_1"),
         "ffn_out": "layer.1.DenseReluDense.wo",
     },
+    # decoders; "qkv" names a fused Q/K/V projection (query = key = value = None then)
+    "llama": {
+        "layers": "layers",
+        "query": "self_attn.q_proj",
+        "key": "self_attn.k_proj",
+        "value": "self_attn.v_proj",
+        "attn_out": "self_attn.o_proj",
+        "ffn_in": ("mlp.gate_proj", "mlp.up_proj"),
+        "ffn_out": "mlp.down_proj",
+    },
+    "phi3": {
+        "layers": "layers",
+        "qkv": "self_attn.qkv_proj",
+        "attn_out": "self_attn.o_proj",
+        "ffn_in": ("mlp.gate_up_proj",),
+        "ffn_out": "mlp.down_proj",
+    },
+    "bloom": {
+        "layers": "h",
+        "qkv": "self_attention.query_key_value",
+        "attn_out": "self_attention.dense",
+        "ffn_in": ("mlp.dense_h_to_4h",),
+        "ffn_out": "mlp.dense_4h_to_h",
+    },
+    "xglm": {
+        "layers": "layers",
+        "query": "self_attn.q_proj",
+        "key": "self_attn.k_proj",
+        "value": "self_attn.v_proj",
+        "attn_out": "self_attn.out_proj",
+        "ffn_in": ("fc1",),
+        "ffn_out": "fc2",
+    },
+    "opt": {
+        "layers": "decoder.layers",
+        "query": "self_attn.q_proj",
+        "key": "self_attn.k_proj",
+        "value": "self_attn.v_proj",
+        "attn_out": "self_attn.out_proj",
+        "ffn_in": ("fc1",),
+        "ffn_out": "fc2",
+    },
+    "gpt2": {  # Conv1D: weight [in, out]
+        "layers": "h",
+        "qkv": "attn.c_attn",
+        "attn_out": "attn.c_proj",
+        "ffn_in": ("mlp.c_fc",),
+        "ffn_out": "mlp.c_proj",
+    },
+    "phi": {
+        "layers": "layers",
+        "query": "self_attn.q_proj",
+        "key": "self_attn.k_proj",
+        "value": "self_attn.v_proj",
+        "attn_out": "self_attn.dense",
+        "ffn_in": ("mlp.fc1",),
+        "ffn_out": "mlp.fc2",
+    },
 }
 
 
@@ -79,18 +162,57 @@ def model_family(model_or_config: PreTrainedModel | PretrainedConfig) -> str:
     return MODEL_FAMILIES[model_type]
 
 
+def is_decoder(model_or_config: PreTrainedModel | PretrainedConfig) -> bool:
+    """A causal-LM family (gated on its decoder stack)."""
+    return model_family(model_or_config) in DECODER_FAMILIES
+
+
+def _check_supported_layout(config: PretrainedConfig) -> None:
+    """Layouts whose head outputs never pass through the hooked module as one tensor."""
+    if (
+        config.model_type == "bloom"
+        and int(getattr(config, "pretraining_tp", 1)) > 1
+        and getattr(config, "slow_but_exact", False)
+    ):
+        raise ConfigError(
+            "BLOOM with slow_but_exact=true multiplies slices of self_attention.dense by hand, past the "
+            "head gates; load it with slow_but_exact=false (the default)"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerModules:
     """Handles on one encoder layer's modules, so pruning, gates and stitching share one discovery."""
 
     index: int
     layer: nn.Module
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    attn_out: nn.Linear  # input = concatenated head contexts [B, T, H·d]
-    ffn_in: tuple[nn.Linear, ...]  # T5 gated-GELU has two (wi_0, wi_1)
-    ffn_out: nn.Linear  # input = intermediate activation [B, T, I]; output = FFN output
+    query: nn.Module | None  # None where Q/K/V are one fused projection (`qkv`)
+    key: nn.Module | None
+    value: nn.Module | None
+    attn_out: nn.Module  # input = concatenated head contexts [B, T, H·d] (nn.Linear or GPT-2's Conv1D)
+    ffn_in: tuple[nn.Module, ...]  # T5 gated-GELU and gated decoder MLPs have two (wi_0/wi_1, gate/up)
+    ffn_out: nn.Module  # input = intermediate activation [B, T, I]; output = FFN output
+    qkv: nn.Module | None = None  # fused Q/K/V (BLOOM, GPT-2, Phi-3)
+
+    @property
+    def attn_in(self) -> tuple[nn.Module, ...]:
+        """The projections that read the layer input for attention (Q, K, V or the fused one)."""
+        mods = (self.query, self.key, self.value) if self.qkv is None else (self.qkv,)
+        return tuple(m for m in mods if m is not None)
+
+
+def _is_projection(module: Any) -> bool:
+    """nn.Linear, or GPT-2's Conv1D (a Linear with a transposed weight)."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def in_features(module: nn.Module) -> int:
+    """Input width of a projection (nn.Linear, or Conv1D whose weight is [in, out])."""
+    if isinstance(module, nn.Linear):
+        return int(module.in_features)
+    if type(module).__name__ == "Conv1D":
+        return int(module.weight.shape[0])
+    raise TypeError(f"{type(module).__name__} is not a projection xsub can gate")
 
 
 def _get(module: nn.Module, path: str) -> Any:
@@ -108,29 +230,49 @@ def _has(module: nn.Module, path: str) -> bool:
 def encoder_layers(model: nn.Module) -> list[LayerModules]:
     """Per-layer module handles of the (encoder) stack of a supported model."""
     family = model_family(model)
+    _check_supported_layout(model.config)
     paths = _PATHS[family]
     base = getattr(model, "base_model", model)
     layers = _get(base, paths["layers"])
     out = []
     for i, layer in enumerate(layers):
         ffn_in = tuple(
-            _get(layer, p)
-            for p in paths["ffn_in"]
-            if _has(layer, p) and isinstance(_get(layer, p), nn.Linear)
+            _get(layer, p) for p in paths["ffn_in"] if _has(layer, p) and _is_projection(_get(layer, p))
         )
+        fused = "qkv" in paths
         out.append(
             LayerModules(
                 index=i,
                 layer=layer,
-                query=_get(layer, paths["query"]),
-                key=_get(layer, paths["key"]),
-                value=_get(layer, paths["value"]),
+                query=None if fused else _get(layer, paths["query"]),
+                key=None if fused else _get(layer, paths["key"]),
+                value=None if fused else _get(layer, paths["value"]),
                 attn_out=_get(layer, paths["attn_out"]),
                 ffn_in=ffn_in,
                 ffn_out=_get(layer, paths["ffn_out"]),
+                qkv=_get(layer, paths["qkv"]) if fused else None,
             )
         )
     return out
+
+
+def num_kv_heads(model_or_config: nn.Module | PretrainedConfig) -> int:
+    """Key/value heads per layer (GQA: fewer than the query heads; otherwise equal to them)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    heads = int(config.num_attention_heads)
+    kv = getattr(config, "num_key_value_heads", None)
+    kv = int(kv) if kv else heads
+    if heads % kv:
+        raise ConfigError(f"{heads} query heads do not split into {kv} key/value groups")
+    return kv
+
+
+def kv_group_of_heads(model_or_config: nn.Module | PretrainedConfig) -> list[int]:
+    """Query head h -> its key/value group (h // heads-per-group, the layout of `repeat_kv`)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    heads = int(config.num_attention_heads)
+    per = heads // num_kv_heads(config)
+    return [h // per for h in range(heads)]
 
 
 class GateShape(NamedTuple):
@@ -147,6 +289,6 @@ def gate_shape(model: nn.Module, layers: list[LayerModules] | None = None) -> Ga
     return GateShape(
         num_layers=len(layers),
         num_heads=num_heads,
-        head_dim=first.attn_out.in_features // num_heads,
-        intermediate_size=first.ffn_out.in_features,
+        head_dim=in_features(first.attn_out) // num_heads,
+        intermediate_size=in_features(first.ffn_out),
     )

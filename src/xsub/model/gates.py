@@ -3,8 +3,10 @@
 transformers 5 removed `head_mask` and `prune_heads`, and a `head_mask=` argument is now silently
 ignored, so heads and MLPs are switched off by `Gates`: forward hooks, registered once, that multiply
 each head's context vector (the input of the attention output projection) and each FFN's output (or
-its intermediate units) by plain tensors. The same tensors, with `requires_grad_`, give ∂loss/∂gate for
-importance scores (Michel et al. 2019) without touching the model's parameters.
+its intermediate units) by plain tensors. Decoders with grouped-query attention can also carry one gate
+per key/value group (`kv_group` [L, G]), which multiplies every query head of the group. The same
+tensors, with `requires_grad_`, give ∂loss/∂gate for importance scores (Michel et al. 2019) without
+touching the model's parameters.
 
 This is the mechanism only; turning a `Mask` into gate values is `xsub.subnetwork`'s job.
 """
@@ -17,13 +19,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from xsub.model.arch import encoder_layers, gate_shape
+from xsub.model.arch import encoder_layers, gate_shape, kv_group_of_heads, num_kv_heads
 
-GATE_NAMES = ("head", "mlp", "mlp_units")
+GATE_NAMES = ("head", "mlp", "mlp_units", "kv_group")
 
 
 class Gates:
-    """Multiplicative gates on heads [L, H], whole MLPs [L] and optionally MLP units [L, I].
+    """Multiplicative gates on heads [L, H], whole MLPs [L], optionally MLP units [L, I] and key/value
+    groups [L, G] (`groups=True`; a group gate multiplies all query heads that share one KV head).
 
     Plain tensors, not parameters, so no optimizer ever trains them; default all ones. A layer whose
     gate is all ones and does not require grad is skipped (checked once per in-place change, via the
@@ -34,7 +37,7 @@ class Gates:
     `to`. Modify gates with `set`, `reset` or in-place ops — writes via `.data` are not seen.
     """
 
-    def __init__(self, model: nn.Module, units: bool = False) -> None:
+    def __init__(self, model: nn.Module, units: bool = False, groups: bool = False) -> None:
         self.model = model
         self.layers = encoder_layers(model)
         self.shape = gate_shape(model, self.layers)
@@ -45,7 +48,11 @@ class Gates:
                 "head": torch.ones(L, H, device=w.device, dtype=w.dtype),
                 "mlp": torch.ones(L, device=w.device, dtype=w.dtype),
                 "mlp_units": torch.ones(L, inter, device=w.device, dtype=w.dtype) if units else None,
+                "kv_group": (
+                    torch.ones(L, num_kv_heads(model), device=w.device, dtype=w.dtype) if groups else None
+                ),
             }
+        self._group_index = torch.tensor(kv_group_of_heads(model))  # query head -> its KV group
         self._open_cache: dict[str, tuple[int, list[bool]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for lm in self.layers:
@@ -83,6 +90,14 @@ class Gates:
     def mlp_units(self, value: torch.Tensor) -> None:
         self.set(mlp_units=value)
 
+    @property
+    def kv_group(self) -> torch.Tensor | None:
+        return self._tensors["kv_group"]
+
+    @kv_group.setter
+    def kv_group(self, value: torch.Tensor) -> None:
+        self.set(kv_group=value)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The present gate tensors by name (live, not copies)."""
         return {k: v for k, v in self._tensors.items() if v is not None}
@@ -92,14 +107,16 @@ class Gates:
         head: torch.Tensor | None = None,
         mlp: torch.Tensor | None = None,
         mlp_units: torch.Tensor | None = None,
+        kv_group: torch.Tensor | None = None,
     ) -> Gates:
         """Copy values in (bool or float); shapes must match exactly."""
-        for name, value in (("head", head), ("mlp", mlp), ("mlp_units", mlp_units)):
+        for name, value in (("head", head), ("mlp", mlp), ("mlp_units", mlp_units), ("kv_group", kv_group)):
             if value is None:
                 continue
             target = self._tensors[name]
             if target is None:
-                raise ValueError("mlp_units gates were not attached; use attach_gates(model, units=True)")
+                flag = "units=True" if name == "mlp_units" else "groups=True"
+                raise ValueError(f"{name} gates were not attached; use attach_gates(model, {flag})")
             value = torch.as_tensor(value)
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(f"{name} gate shape {tuple(value.shape)} != expected {tuple(target.shape)}")
@@ -167,10 +184,18 @@ class Gates:
 
     def _head_hook(self, layer: int, module: nn.Module, args: tuple) -> tuple | None:
         self._follow("head", module)
-        if not args or self._is_open("head", layer):
+        grouped = self._tensors["kv_group"] is not None
+        if grouped:
+            self._follow("kv_group", module)
+        head_open = self._is_open("head", layer)
+        group_open = not grouped or self._is_open("kv_group", layer)
+        if not args or (head_open and group_open):
             return None
         x = args[0]
-        g = self._gate("head", layer, x)
+        g = None if head_open else self._gate("head", layer, x)
+        if not group_open:
+            per_head = self._gate("kv_group", layer, x)[self._group_index.to(x.device)]
+            g = per_head if g is None else g * per_head
         H = self.shape.num_heads
         gated = (x.reshape(*x.shape[:-1], H, -1) * g[:, None]).reshape(x.shape)
         return (gated, *args[1:])
@@ -214,17 +239,19 @@ class Gates:
         return f"Gates({self.shape}, heads on {kept}/{self.head.numel()}, attached={self.attached})"
 
 
-def attach_gates(model: nn.Module, units: bool = False) -> Gates:
+def attach_gates(model: nn.Module, units: bool = False, groups: bool = False) -> Gates:
     """Gates for `model`, hooks registered once; returns the existing Gates if already attached.
 
-    Asking for unit gates on a model whose gates were attached without them raises: remove first.
+    Asking for unit or group gates on a model whose gates were attached without them raises: remove first.
     """
     existing: Gates | None = getattr(model, "_xsub_gates", None)
     if existing is not None and existing.attached:
         if units and existing.mlp_units is None:
             raise RuntimeError("gates already attached without mlp_units; call gates.remove() first")
+        if groups and existing.kv_group is None:
+            raise RuntimeError("gates already attached without kv_group; call gates.remove() first")
         return existing
-    return Gates(model, units=units)
+    return Gates(model, units=units, groups=groups)
 
 
 def get_gates(model: nn.Module) -> Gates | None:

@@ -20,10 +20,12 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
+    LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -32,7 +34,7 @@ from transformers import (
 from xsub import store
 from xsub.config import ConfigError
 from xsub.data.tokenizer import load_tokenizer
-from xsub.model.arch import gate_shape, model_family
+from xsub.model.arch import gate_shape, is_decoder, model_family, num_kv_heads
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ AUTO_CLASSES = {
     "classification": AutoModelForSequenceClassification,
     "ner": AutoModelForTokenClassification,
     "mlm": AutoModelForMaskedLM,
+    "clm": AutoModelForCausalLM,
 }
 
 
@@ -57,11 +60,21 @@ def _check_kind(config: PretrainedConfig, kind: str, where: str) -> None:
             f"{where}: T5-family models are supported encoder-only, i.e. kind=ner "
             f"(T5ForTokenClassification); kind={kind} would need the decoder"
         )
+    if is_decoder(config) and kind in ("mlm", "ner"):
+        raise ConfigError(
+            f"{where}: {config.model_type} is a causal LM; use a task of kind clm (e.g. task=wiki-clm) "
+            f"or classification, not {kind}"
+        )
+    if kind == "clm" and not is_decoder(config):
+        raise ConfigError(
+            f"{where}: kind=clm needs a decoder (llama, qwen2, gemma2, bloom, xglm, gpt2, ...); "
+            f"{config.model_type} is an encoder: use an mlm task"
+        )
 
 
 def _head_kwargs(kind: str, num_labels: int | None) -> dict[str, Any]:
     """num_labels=None keeps a saved config's own label count."""
-    if kind == "mlm" or num_labels is None:
+    if kind in ("mlm", "clm") or num_labels is None:
         return {}
     if num_labels <= 0:
         raise ConfigError(f"kind={kind} needs task.num_labels > 0, got {num_labels}")
@@ -75,7 +88,13 @@ def _from_pretrained(
     _check_kind(config, kind, where)
     with torch.random.fork_rng(devices=[]):  # seeded init of new heads, caller's RNG untouched
         torch.manual_seed(seed)
-        model = _auto_class(kind).from_pretrained(str(source), config=config, attn_implementation=attn)
+        try:
+            model = _auto_class(kind).from_pretrained(str(source), config=config, attn_implementation=attn)
+        except ValueError as e:  # BLOOM and Gemma 2 have no sdpa path in transformers 5
+            if attn != "sdpa" or "scaled_dot_product_attention" not in str(e):
+                raise
+            log.info("%s: %s has no sdpa attention; using eager", where, config.model_type)
+            model = _auto_class(kind).from_pretrained(str(source), config=config, attn_implementation="eager")
     return model.eval()
 
 
@@ -138,6 +157,8 @@ def _load_embedded(
     _require_tokenizer(tok_dir, model_cfg.name)
     tokenizer = _load_tokenizer(tok_dir)
     arch = model_cfg.arch
+    if kind == "clm" or model_cfg.family == "llama":
+        return _embedded_decoder(model_cfg, kind, num_labels, tokenizer, attn, seed), tokenizer
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch.hidden_size,
@@ -164,6 +185,53 @@ def _load_embedded(
     return model.eval(), tokenizer
 
 
+def _embedded_decoder(
+    model_cfg: Any, kind: str, num_labels: int, tokenizer: PreTrainedTokenizerBase, attn: str, seed: int
+) -> PreTrainedModel:
+    """The embedded decoder (`synth-gpt`): a Llama-architecture causal LM with grouped-query attention
+    built from `model.arch`, with the synthetic tokenizer's [CLS] as beginning and [SEP] as end of text."""
+    arch = model_cfg.arch
+    if model_cfg.family != "llama":
+        raise ConfigError(
+            f"model {model_cfg.name}: an embedded decoder is built as family llama, not {model_cfg.family}"
+        )
+    kv = int(arch.num_key_value_heads or arch.num_attention_heads)
+    if arch.num_attention_heads % kv or arch.hidden_size % arch.num_attention_heads:
+        raise ConfigError(
+            f"model {model_cfg.name}: {arch.num_attention_heads} heads must divide hidden_size "
+            f"{arch.hidden_size} and split into model.arch.num_key_value_heads={kv} groups"
+        )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=arch.max_position_embeddings,
+        attention_dropout=arch.attention_probs_dropout_prob,
+        pad_token_id=pad,
+        bos_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
+        eos_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        **_head_kwargs(kind, num_labels),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _auto_class(kind).from_config(config, attn_implementation=attn)
+    log.info(
+        "embedded decoder %s: random init (seed %d), %d layers x %d heads (%d key/value), d=%d",
+        model_cfg.name,
+        seed,
+        arch.num_hidden_layers,
+        arch.num_attention_heads,
+        kv,
+        arch.hidden_size,
+    )
+    return model.eval()
+
+
 def load_model(
     model_cfg: Any,
     kind: str,
@@ -173,7 +241,7 @@ def load_model(
     tokenizer_dir: Path | None = None,
     checkpoint: Path | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model with a head for `kind` (classification | ner | mlm) and its tokenizer, in eval mode.
+    """Model with a head for `kind` (classification | ner | mlm | clm) and its tokenizer, in eval mode.
 
     `model_cfg` is a ModelConfig (dataclass or DictConfig). New heads are initialised from `seed`
     without disturbing the caller's RNG. `tokenizer_dir` overrides the embedded model's tokenizer
@@ -242,7 +310,7 @@ def load_finetuned(
 def model_signature(model: nn.Module) -> dict[str, Any]:
     """The architecture facts a mask depends on; stored with masks to refuse a foreign architecture."""
     shape = gate_shape(model)
-    return {
+    signature = {
         "model_type": model.config.model_type,
         "num_layers": shape.num_layers,
         "num_heads": shape.num_heads,
@@ -250,6 +318,9 @@ def model_signature(model: nn.Module) -> dict[str, Any]:
         "intermediate_size": shape.intermediate_size,
         "vocab_size": int(model.config.vocab_size),
     }
+    if num_kv_heads(model) != shape.num_heads:  # GQA; absent otherwise, so encoder hashes are unchanged
+        signature["num_kv_heads"] = num_kv_heads(model)
+    return signature
 
 
 def config_hash(model: nn.Module) -> str:

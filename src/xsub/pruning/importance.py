@@ -30,9 +30,10 @@ Batches = Iterable[Mapping[str, torch.Tensor]]
 class ImportanceResult:
     """Normalised |∂L/∂gate| per requested part, and the metric measured in the same pass."""
 
-    head: torch.Tensor | None  # [L, H]
+    head: torch.Tensor | None = None  # [L, H]
     mlp: torch.Tensor | None = None  # [L]
     mlp_units: torch.Tensor | None = None  # [L, I]
+    kv_group: torch.Tensor | None = None  # [L, G] (decoders with grouped-query attention)
     score: float = math.nan
     tokens: int = 0
     seconds: float = 0.0
@@ -120,7 +121,9 @@ def _check_parts(gates: Gates, parts: Sequence[str]) -> tuple[str, ...]:
         if name not in GATE_NAMES:
             raise ValueError(f"unknown gate part {name!r}; use one of {', '.join(GATE_NAMES)}")
         if name not in present:
-            raise ValueError(f"gate part {name!r} is not attached; use attach_gates(model, units=True)")
+            raise ValueError(
+                f"gate part {name!r} is not attached; use attach_gates(model, units=True / groups=True)"
+            )
     if not parts:
         raise ValueError("importance needs at least one gate part")
     return parts

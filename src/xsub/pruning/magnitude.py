@@ -46,7 +46,7 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     names = {id(p): n for n, p in model.named_parameters()}
     out: dict[str, nn.Parameter] = {}
     for layer in encoder_layers(model):
-        for linear in (layer.query, layer.key, layer.value, layer.attn_out, *layer.ffn_in, layer.ffn_out):
+        for linear in (*layer.attn_in, layer.attn_out, *layer.ffn_in, layer.ffn_out):
             out[names[id(linear.weight)]] = linear.weight
     return out
 

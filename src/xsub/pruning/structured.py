@@ -24,7 +24,7 @@ from xsub import store
 from xsub.config import ConfigError, PruningConfig
 from xsub.mask import Mask, MaskMeta
 from xsub.metrics import TaskMetric
-from xsub.model import attach_gates, config_hash, model_signature
+from xsub.model import attach_gates, config_hash, kv_group_of_heads, model_signature
 from xsub.precision import describe
 from xsub.pruning.importance import Batches, ImportanceResult, importance
 from xsub.subnetwork import set_gates
@@ -45,6 +45,7 @@ DECISION_FIELDS = (
     "normalize_layers",
     "normalize_global",
     "cumulative_grad",
+    "head_unit",
 )
 
 
@@ -171,12 +172,18 @@ class _Loop:
 def phases(cfg: PruningConfig) -> list[tuple[str, tuple[str, ...]]]:
     """(name, gate parts masked each round) per phase: heads only, or Prasanna et al. 2020's joint
     schedule."""
+    head = "kv_group" if _by_group(cfg) else "head"
     if cfg.method == "heads":
-        return [("heads", ("head",))]
+        return [("heads", (head,))]
     if cfg.method == "heads_mlp":
         mlp = "mlp_units" if cfg.mlp_units else "mlp"
-        return [("heads+mlp", ("head", mlp)), ("heads", ("head",)), ("mlp", (mlp,))]
+        return [("heads+mlp", (head, mlp)), ("heads", (head,)), ("mlp", (mlp,))]
     raise ConfigError(f"pruning.method={cfg.method} is not structured pruning; use one of {METHODS}")
+
+
+def _by_group(cfg: PruningConfig) -> bool:
+    """pruning.head_unit=kv_group: the head unit is a whole key/value group (GQA decoders)."""
+    return str(getattr(cfg, "head_unit", "query")) == "kv_group"
 
 
 def per_round(part: str, numel: int, cfg: PruningConfig) -> int:
@@ -207,7 +214,13 @@ def prune_heads(
     yield the same batches each pass.
     """
     plan = phases(cfg)
-    gates = attach_gates(model, units=cfg.method == "heads_mlp" and cfg.mlp_units)
+    units, groups = cfg.method == "heads_mlp" and cfg.mlp_units, _by_group(cfg)
+    existing = getattr(model, "_xsub_gates", None)
+    if existing is not None and (
+        (units and existing.mlp_units is None) or (groups and existing.kv_group is None)
+    ):
+        existing.remove()
+    gates = attach_gates(model, units=units, groups=groups)
     parts = tuple(dict.fromkeys(p for _, phase_parts in plan for p in phase_parts))
     shapes = {p: tuple(gates.tensors()[p].shape) for p in parts}
     k = {p: per_round(p, math.prod(shapes[p]), cfg) for p in parts}
@@ -333,7 +346,12 @@ def _to_mask(
             "cumulative_grad": cfg.cumulative_grad,
         },
     )
-    return Mask(best.mask["head"], mlp, meta=meta)
+    heads = best.mask.get("head")
+    if "kv_group" in best.mask:  # a group's query heads are kept or masked together
+        groups = best.mask["kv_group"][:, torch.tensor(kv_group_of_heads(model))]
+        heads = groups if heads is None else heads & groups
+        meta.extra["head_unit"] = "kv_group"
+    return Mask(heads, mlp, meta=meta)
 
 
 def _log_round(record: RoundRecord, score_name: str, score0: float, limit: float) -> None:

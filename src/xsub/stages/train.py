@@ -70,7 +70,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
     enc = {r: {lang: encode(ds, tokenizer, task.kind, length) for lang, ds in raw[r].items()} for r in raw}
     train_ds = datasets.concatenate_datasets(list(enc["train"].values()))
     collate = Collator(tokenizer, task.kind, cfg.data.mlm_probability, seed=cfg.seed)
-    metric = task_metric(task)
+    metric = task_metric(task, tokenizer)  # a causal LM also reports bits per byte
     partial = job.start()
     state_file = store.Checkpoint(partial / "fit.pt", job.key.id)
     log.info(
