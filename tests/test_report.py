@@ -293,3 +293,35 @@ def test_report_sweep_of_a_real_multirun_collects_exactly_its_artifacts(sweep_st
     assert set(training.task) == {"synth-cls"} and training.run.nunique() == 1  # the model it read
     assert done["counts"]["analysis folders"] == 0 and not list(out.glob("analysis_*.csv"))
     assert "2 jobs" in (out / "report.md").read_text()
+
+
+def store_cfg(root: str | Path, *overrides: str):
+    return make_cfg("stage=store", "task=synth-cls", "debug=tiny", f"paths.artifacts={root}", *overrides)
+
+
+def test_stage_store_lists_and_removes_only_what_matches(sweep_store, tmp_path, capsys):
+    """Issue 13: `stage=store` lists artifacts (key, settings, status, size); `store.remove` deletes
+    exactly the matches, and only with `store.yes=true`."""
+    listed = run_stage(store_cfg(sweep_store, "store.kind=mask", "store.lang=xsvo"))
+    text = capsys.readouterr().out
+    assert len(listed["entries"]) == 4 and all("/xsvo/" in e for e in listed["entries"])
+    assert "train.lr=1e-3" in text and "pruning.threshold=0.5" in text and " done " in text
+    assert " KB" in text or " B " in text  # size on disk
+    fast = run_stage(store_cfg(sweep_store, "store.kind=mask", "store.where=['train.lr=0.001']"))
+    assert len(fast["entries"]) == 4  # two languages x two thresholds of the lr=1e-3 model
+    everything = run_stage(store_cfg(sweep_store))["entries"]
+    assert {Path(e).relative_to(sweep_store).parts[0] for e in everything} >= {"models", "masks", "analysis"}
+
+    root = tmp_path / "copy"
+    shutil.copytree(sweep_store, root)
+    which = ("store.kind=mask", "store.where=['pruning.threshold=0.5','train.lr=0.001']", "store.remove=true")
+    asked = run_stage(store_cfg(root, *which))
+    assert len(asked["entries"]) == 2 and asked["removed"] == []
+    assert "add store.yes=true" in capsys.readouterr().out
+    assert all(Path(e).is_dir() for e in asked["entries"])  # nothing deleted without store.yes
+    gone = run_stage(store_cfg(root, *which, "store.yes=true"))
+    assert sorted(gone["removed"]) == sorted(asked["entries"]) and not any(
+        Path(e).exists() for e in asked["entries"]
+    )
+    left = run_stage(store_cfg(root))["entries"]
+    assert len(left) == len(everything) - 2  # exactly the matches
