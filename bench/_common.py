@@ -159,14 +159,18 @@ def xlmr_workload(n: int, batch_size: int, seed: int = 0, shape: str = "base") -
     return model_dir, workload
 
 
-def embedded_workload(artifacts: str, lang: str, n: int, seed: int = 0) -> tuple[Path, Path]:
-    """(finetuned model dir, workload file) of the embedded default: stage=prune's batches for `lang`."""
+def embedded_workload(
+    artifacts: str, lang: str, n: int, seed: int = 0, overrides: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """(finetuned model dir, workload file) of the embedded default: stage=prune's batches for `lang`;
+    the model is the store's run that `stage=prune <overrides>` reads (e.g. debug=tiny for tests)."""
     from hydra import compose, initialize_config_dir
 
+    from xsub import store
     from xsub.__main__ import STAGES
     from xsub.config import register_configs
     from xsub.model import load_finetuned
-    from xsub.stages.prune import finetuned_dir, pruning_batches
+    from xsub.stages.prune import pruning_batches
 
     register_configs(tuple(STAGES))
     overrides = [
@@ -176,11 +180,15 @@ def embedded_workload(artifacts: str, lang: str, n: int, seed: int = 0) -> tuple
         f"seed={seed}",
         f"paths.artifacts={Path(artifacts).resolve()}",
         f"pruning.n_examples={n}",
+        *overrides,
     ]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    model_dir = finetuned_dir(cfg) / "model"
-    workload = CACHE / f"embedded-{lang}-n{n}-s{seed}.pt"
+    key = store.pruned_model_key(cfg)
+    model_dir = store.path(cfg, key) / "model"
+    if store.done(cfg, key) is None:
+        sys.exit(f"no finetuned embedded model at {model_dir.parent}; make it with: {store.command(key)}")
+    workload = CACHE / f"embedded-{lang}-n{n}-s{seed}-{key.hash}.pt"
     if workload.is_file() and workload.stat().st_mtime > (model_dir / "config.json").stat().st_mtime:
         return model_dir, workload
     model, tokenizer = load_finetuned(model_dir, "classification")
@@ -287,6 +295,9 @@ def parser(doc: str, *, n: int, quick_n: int, models: list[str], json_name: str)
     p.add_argument("--embedded-n", type=int, default=1000, help="embedded: pruning examples (demo: 1000)")
     p.add_argument("--lang", default="xsvo", help="embedded: language of the pruning data")
     p.add_argument("--artifacts", default="artifacts", help="store holding the finetuned embedded model")
+    p.add_argument(
+        "--embedded-overrides", nargs="*", default=[], help="embedded: config overrides naming its run"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help=f"xlmr n = {quick_n}")
@@ -311,7 +322,9 @@ def workloads(args: argparse.Namespace) -> Iterator[tuple[str, Path, Path, str]]
         if name == "xlmr":
             model_dir, workload = xlmr_workload(args.n, args.batch_size, shape=args.shape)
         else:
-            model_dir, workload = embedded_workload(args.artifacts, args.lang, args.embedded_n)
+            model_dir, workload = embedded_workload(
+                args.artifacts, args.lang, args.embedded_n, overrides=tuple(args.embedded_overrides)
+            )
         yield name, model_dir, workload, torch.load(workload, weights_only=True)["description"]
 
 

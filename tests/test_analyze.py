@@ -13,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_cfg
+from locate import mask_dir, model_dir
+from xsub import store as xstore
 from xsub.__main__ import run_stage
+from xsub.analysis import crosseval
 from xsub.analysis.cka import pooled_hidden_states
 from xsub.analysis.inputs import Inputs
 from xsub.analysis.overlap import layer_overlap, pairwise_jaccard, pearson
@@ -38,6 +41,7 @@ PRUNE = (
     "pruning.threshold=0.0",
     "pruning.max_rounds=3",
 )
+PRUNING = PRUNE[4:]  # the settings the masks were pruned with: an analysis names them to find them
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +60,28 @@ def store(finetuned_root, tmp_path_factory) -> str:
     return str(root)
 
 
-def analyze(store: str, name: str, *extra: str) -> tuple[dict, Path]:
-    cfg = make_cfg(
+def analyze_cfg(store: str, name: str, *extra: str):
+    return make_cfg(
         "stage=analyze",
         f"analysis={name}",
         "task=synth-cls",
         "debug=tiny",
+        *PRUNING,
         f"paths.artifacts={store}",
         *extra,
     )
-    done = run_stage(cfg)
-    return done, Inputs(cfg).out
+
+
+def analyze(store: str, name: str, *extra: str) -> tuple[dict, Path]:
+    """Run an analysis; its DONE record and its folder in the store (named by its key)."""
+    done = run_stage(analyze_cfg(store, name, *extra))
+    out = Path(store) / done["path"]
+    assert (out / "DONE.json").is_file()
+    return done, out
+
+
+def mask(store: str, lang: str, seed: int = 0, *prune: str) -> Mask:
+    return Mask.load(mask_dir(store, lang, *PRUNE, *prune, seed=seed) / "mask.safetensors")
 
 
 def _png(path: Path) -> bool:
@@ -78,16 +93,12 @@ def _png(path: Path) -> bool:
 
 def test_overlap_over_two_seeds(store):
     done, out = analyze(store, "overlap", "analysis.seeds=[0,1]")
-    assert out.parts[-5:] == ("overlap", "synth-bert", "synth-cls", "heads", "seed0+1")
+    assert out.parts[-6:-1] == ("overlap", "synth-bert", "synth-cls", "heads", "seed0+1")
     jac = pd.read_csv(out / "jaccard.csv")
     assert set(jac.lang_a) == set(LANGS) and set(jac.seed) == {0, 1}
     diag = jac[jac.lang_a == jac.lang_b]
     assert (diag.jaccard == 1.0).all()
-    masks = {
-        (lang, s): Mask.load(Path(store) / f"masks/synth-bert/synth-cls/heads/{lang}/seed{s}")
-        for lang in LANGS
-        for s in (0, 1)
-    }
+    masks = {(lang, s): mask(store, lang, s) for lang in LANGS for s in (0, 1)}
     row = jac[(jac.lang_a == "xsvo") & (jac.lang_b == "xsov") & (jac.seed == 1)].jaccard.item()
     assert row == pytest.approx(masks[("xsvo", 1)].jaccard(masks[("xsov", 1)]))
     per_layer = pd.read_csv(out / "per_layer.csv")
@@ -105,11 +116,15 @@ def test_overlap_over_two_seeds(store):
 def test_identical_rerun_is_skipped_and_a_different_one_recomputes(store):
     first, out = analyze(store, "overlap")
     stamp = (out / "DONE.json").stat().st_mtime_ns
-    again, _ = analyze(store, "overlap")
+    again, same = analyze(store, "overlap")
+    assert same == out and again["run_id"] == first["run_id"]
     assert (out / "DONE.json").stat().st_mtime_ns == stamp and again["summary"] == first["summary"]
-    analyze(store, "overlap", "lang=[xsvo,xsov]")
-    assert json.loads((out / "DONE.json").read_text())["fingerprint"] != first["fingerprint"]
-    assert set(pd.read_csv(out / "jaccard.csv").lang_a) == {"xsvo", "xsov"}
+    other, elsewhere = analyze(store, "overlap", "lang=[xsvo,xsov]")
+    assert elsewhere != out and other["id"] != first["id"]  # a new artifact beside the old one
+    assert set(pd.read_csv(elsewhere / "jaccard.csv").lang_a) == {"xsvo", "xsov"}
+    assert set(pd.read_csv(out / "jaccard.csv").lang_a) == set(LANGS)  # nothing is overwritten
+    ups = {u["id"] for u in json.loads((out / "DONE.json").read_text())["upstream"]}
+    assert len(ups) == len(LANGS) and all(u.startswith("mask:") for u in ups)  # its inputs' identities
 
 
 def test_missing_mask_names_the_prune_command(store):
@@ -142,7 +157,7 @@ def test_crosseval_full_model_row_is_the_train_stage_dev_metric(store):
     done, out = analyze(store, "crosseval")
     table = pd.read_csv(out / "crosseval.csv")
     assert len(table) == len(LANGS) * (1 + 2 * len(LANGS))  # full + own and random per mask language
-    trained = json.loads((Path(store) / "models/synth-bert/synth-cls/seed0/metrics.json").read_text())
+    trained = json.loads((model_dir(store) / "metrics.json").read_text())
     full = table[table["mask"] == "full"].set_index("eval_lang").value
     for lang in LANGS:
         assert full[lang] == pytest.approx(trained["dev"][lang]["accuracy"])
@@ -151,11 +166,11 @@ def test_crosseval_full_model_row_is_the_train_stage_dev_metric(store):
     assert (own.heads_kept.to_numpy() == rnd.heads_kept.to_numpy()).all()  # equal-size random baseline
     assert (own.heads_kept < 8).all()  # 2 layers x 4 heads, pruned for 3 rounds
     # every cell is the metric with that mask applied: recompute one by hand through the gates
-    model, tok = load_finetuned(Path(store) / "models/synth-bert/synth-cls/seed0/model", "classification")
-    mask = Mask.load(Path(store) / "masks/synth-bert/synth-cls/heads/xsov/seed0")
+    model, tok = load_finetuned(model_dir(store) / "model", "classification")
+    xsov = mask(store, "xsov")
     cfg = make_cfg("task=synth-cls", "debug=tiny", f"paths.artifacts={store}")
     dev = encode(load_split(cfg, "xvso", "dev"), tok, "classification", cfg.data.max_length)
-    with masked(model, mask):
+    with masked(model, xsov):
         expected = evaluate(
             model,
             dev,
@@ -171,9 +186,7 @@ def test_crosseval_full_model_row_is_the_train_stage_dev_metric(store):
 
 
 def test_masked_applies_heads_and_weights_and_restores_the_model(finetuned_root):
-    model, tok = load_finetuned(
-        Path(finetuned_root) / "models/synth-bert/synth-cls/seed0/model", "classification"
-    )
+    model, tok = load_finetuned(model_dir(finetuned_root) / "model", "classification")
     batch = tok(["a b c d", "e f"], padding=True, return_tensors="pt")
     full = model(**batch).logits
     heads = torch.ones(2, 4, dtype=torch.bool)
@@ -272,7 +285,7 @@ def test_cka_end_to_end_equals_the_gram_formula_on_the_model_representations(sto
     }
     assert len(table) == 4 * 3 * 3 and (table.n == 64).all()
     # recompute one cell from scratch: full model, mean pooling, textbook Gram-matrix CKA
-    model, tok = load_finetuned(Path(store) / "models/synth-bert/synth-cls/seed0/model", "classification")
+    model, tok = load_finetuned(model_dir(store) / "model", "classification")
     cfg = make_cfg("task=synth-cls", "debug=tiny", f"paths.artifacts={store}")
     par = Inputs(cfg).parallel(["xsvo", "xsov"], 64)
     reps = {}
@@ -294,6 +307,64 @@ def test_cka_end_to_end_equals_the_gram_formula_on_the_model_representations(sto
     assert again[["linear", "debiased"]].to_numpy() == pytest.approx(
         table[["linear", "debiased"]].to_numpy(), rel=1e-9
     )
+
+
+def test_two_poolings_are_two_analyses_both_kept(store):
+    """Issue 13: `-m analysis=cka analysis.pooling=first,mean` wrote one folder; only the last survived."""
+    args = ("lang=[xsvo,xsov]", "analysis.n_sentences=32", "analysis.batch_size=32")
+    first, out_first = analyze(store, "cka", *args, "analysis.pooling=first")
+    mean, out_mean = analyze(store, "cka", *args, "analysis.pooling=mean")
+    assert out_first != out_mean and first["id"] != mean["id"]
+    assert (out_first / "DONE.json").is_file() and (out_mean / "DONE.json").is_file()
+    assert xstore.read_done(out_first)["config"]["pooling"] == "first"
+    assert xstore.read_done(out_mean)["config"]["pooling"] == "mean"
+    a, b = pd.read_csv(out_first / "cka.csv"), pd.read_csv(out_mean / "cka.csv")
+    assert len(a) == len(b) and a.linear.to_numpy() != pytest.approx(b.linear.to_numpy())
+
+
+def test_a_re_prune_makes_the_overlap_compute_anew(store, caplog):
+    """Issue 13: after a re-prune the overlap said "already analysed" and printed the old Jaccard."""
+    two = ("lang=[xsvo,xsov]",)
+    before, out_before = analyze(store, "overlap", *two)
+    other = ("pruning.threshold=0.5",)
+    run_stage(make_cfg(*PRUNE, *two, *other, f"paths.artifacts={store}"))
+    caplog.clear()
+    after, out_after = analyze(store, "overlap", *two, *other)
+    assert "already analysed" not in caplog.text and out_after != out_before
+    new = {lang: mask(store, lang, 0, *other) for lang in ("xsvo", "xsov")}
+    jac = pd.read_csv(out_after / "jaccard.csv")
+    got = jac[(jac.lang_a == "xsvo") & (jac.lang_b == "xsov") & (jac.part == "heads")].jaccard.item()
+    assert got == pytest.approx(new["xsvo"].jaccard(new["xsov"]))
+    mask_ids = {u["id"] for u in after["upstream"]}
+    assert mask_ids.isdisjoint(u["id"] for u in before["upstream"])  # it read the new masks
+    # the same mask made again (force=true: a new run of the same identity): the analysis is stale
+    run_stage(make_cfg(*PRUNE, "lang=xsvo", *other, "force=true", f"paths.artifacts={store}"))
+    caplog.clear()
+    again, out_again = analyze(store, "overlap", *two, *other)
+    assert out_again == out_after and again["run_id"] != after["run_id"]
+    assert "already analysed" not in caplog.text
+
+
+def test_an_analysis_killed_before_its_done_leaves_nothing(store, monkeypatch):
+    """Issue 13: a crosseval killed between writing its PNG and its DONE.json left the figure behind."""
+    args = ("lang=[xsvo,xvso]",)
+    cfg = analyze_cfg(store, "crosseval", *args)
+    key_path = xstore.path(cfg, Inputs(cfg).key())
+    written: list[Path] = []
+
+    def killed(inputs, table):
+        written.extend(inputs.out.glob("*.png"))
+        raise KeyboardInterrupt  # Ctrl-C after the figures, before the summary and DONE.json
+
+    monkeypatch.setattr(crosseval, "_summary", killed)
+    with pytest.raises(KeyboardInterrupt):
+        analyze(store, "crosseval", *args)
+    assert written and not any(p.exists() for p in written)  # the figure was staged, then removed
+    assert not key_path.exists()
+    assert not [p for p in key_path.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    monkeypatch.undo()
+    done, out = analyze(store, "crosseval", *args)
+    assert out == key_path and _png(out / "crosseval_synth-cls.png") and "full model" in done["summary"]
 
 
 def test_tables_and_figures_are_logged_to_wandb_offline(store, tmp_path):

@@ -36,7 +36,10 @@ def bench(script: str, *args: str, cache: Path) -> str:
 
 def tiny(artifacts: str) -> list[str]:
     """Both workloads at smoke size: the tiny xlm-r shape, and the session's finetuned embedded model."""
-    return ["--shape", "tiny", "--n", "24", "--embedded-n", "64", "--artifacts", artifacts]
+    return [
+        "--shape", "tiny", "--n", "24", "--embedded-n", "64", "--artifacts", artifacts,
+        "--embedded-overrides", "debug=tiny",  # the session's run is the debug-sized one
+    ]  # fmt: skip
 
 
 def test_importance_smoke_agrees_with_reference(reference_env, finetuned_root, tmp_path):

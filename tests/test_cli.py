@@ -88,8 +88,89 @@ def test_console_script_is_the_module():
 
 
 def test_artifact_root_follows_the_environment(monkeypatch, tmp_path):
-    from xsub import artifacts
+    from xsub import store
 
     monkeypatch.setenv("XSUB_ARTIFACTS", str(tmp_path / "store"))
-    assert artifacts.root(make_cfg("task=xnli", "lang=de")) == tmp_path / "store"
-    assert artifacts.root(make_cfg("task=xnli", "lang=de", "paths.artifacts=/x/y")) == Path("/x/y")
+    assert store.root(make_cfg("task=xnli", "lang=de")) == tmp_path / "store"
+    assert store.root(make_cfg("task=xnli", "lang=de", "paths.artifacts=/x/y")) == Path("/x/y")
+
+
+# ---- interrupts and read-only stores (issue 13, reliability of the CLI) --------------------------------
+
+TRAIN = ("stage=train", "task=synth-cls", "lang=all", "debug=tiny")
+
+
+def _copy_store(finetuned_root: str, to: Path) -> Path:
+    import shutil
+
+    for folder in ("data", "models"):
+        shutil.copytree(Path(finetuned_root) / folder, to / folder)
+    return to
+
+
+def test_sigterm_is_one_line_naming_the_checkpoint(finetuned_root, tmp_path):
+    """Ctrl-C / SIGTERM: "interrupted; rerun the same command to resume from <checkpoint>", no traceback."""
+    import signal
+    import time
+
+    root = _copy_store(finetuned_root, tmp_path / "store")
+    long = ("train.epochs=500", "train.patience=500", "train.lr=1e-3")  # a new run that takes a while
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "xsub", *TRAIN, *long, f"paths.artifacts={root}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        partial: list[Path] = []
+        while not partial and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            partial = list((root / "models").rglob("*.partial"))
+        assert partial and proc.poll() is None, "the run never started its resumable state"
+        time.sleep(3)  # well into training
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.strip().splitlines() if line.startswith("xsub:")]
+    assert lines == [f"xsub: interrupted; rerun the same command to resume from {partial[0]}"], err[-2000:]
+    assert (partial[0] / "KEY.json").is_file()  # the resumable state is kept
+
+
+def _read_only(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the CLI with `root` mounted read-only (a bind mount in a private mount namespace: root
+    ignores file modes, so chmod cannot make a store read-only for the tests' user)."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) for a read-only bind mount")
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --bind {root} {root} && mount -o remount,bind,ro {root} {root}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()}")
+    xsub_cmd = shlex.join([sys.executable, "-m", "xsub", *args])
+    script = f"mount --bind {root} {root} && mount -o remount,bind,ro {root} {root} && exec {xsub_cmd}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_read_only_store_serves_a_finished_stage_and_names_the_path_it_cannot_write(finetuned_root, tmp_path):
+    root = _copy_store(finetuned_root, tmp_path / "store")
+    done = _read_only(root, *TRAIN, f"paths.artifacts={root}")  # its run log cannot go into the store
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already trained" in done.stdout + done.stderr
+    new = _read_only(root, *TRAIN, "train.lr=1e-3", f"paths.artifacts={root}")
+    assert new.returncode != 0 and "Traceback" not in new.stderr, new.stderr[-2000:]
+    (line,) = [x for x in new.stderr.strip().splitlines() if x.startswith("xsub:")]
+    assert line.startswith("xsub: error: cannot write ") and str(root) in line and "read-only" in line

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from locate import mask_dir, model_dir
 from xsub.mask import Mask
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -14,7 +15,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 def _hidden_leftovers(root: Path) -> list[Path]:
     """Temporary siblings of atomic writes (".name.xxxx") that a crashed or racing writer would leave."""
-    skip = (".hydra", ".submitit")
+    skip = (".hydra", ".submitit", ".locks")  # .locks: the store's one folder of lock files
     return [p for p in root.rglob(".*") if not p.name.endswith(".lock") and p.name not in skip]
 
 
@@ -37,7 +38,7 @@ def test_parallel_sweep_jobs_share_one_store(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for seed in (0, 1):
-        assert (root / f"models/synth-bert/synth-mlm/seed{seed}/DONE.json").is_file()
+        assert (model_dir(root, task="synth-mlm", seed=seed) / "DONE.json").is_file()
     # both jobs needed the generated languages at once: built once, under the lock, complete
     logs = [p.read_text() for p in (tmp_path / "multirun").glob("*/__main__.log")]
     assert len(logs) == 2 and sum("generated synthetic" in log for log in logs) == 1
@@ -50,10 +51,7 @@ def test_identical_concurrent_prunes_agree(finetuned_root, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(Path(finetuned_root) / "data", root / "data")
     shutil.copytree(Path(finetuned_root) / "models", root / "models")
-    cmd = [
-        sys.executable,
-        "-m",
-        "xsub",
+    prune = [
         "stage=prune",
         "task=synth-cls",
         "debug=tiny",
@@ -61,15 +59,15 @@ def test_identical_concurrent_prunes_agree(finetuned_root, tmp_path):
         "pruning.n_examples=48",
         "pruning.threshold=0.0",
         "pruning.max_rounds=4",
-        f"paths.artifacts={root}",
     ]
+    cmd = [sys.executable, "-m", "xsub", *prune, f"paths.artifacts={root}"]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
-    mask = Mask.load(root / "masks/synth-bert/synth-cls/heads/xvso/seed0")  # checksum-verified, complete
+    mask = Mask.load(mask_dir(root, "xvso", *prune) / "mask.safetensors")  # checksum-verified, complete
     assert mask.meta.rounds == 4
     # the second waited on the lock, then reused the first one's mask
     assert sum("already pruned" in o[0] + o[1] for o in outs) == 1

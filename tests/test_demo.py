@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from xsub import store
 from xsub.data import synthetic
 from xsub.mask import Mask
 
@@ -40,7 +41,8 @@ def demo(tmp_path_factory) -> tuple[Path, str, float]:
 
 def test_demo_learns_the_structural_task_in_every_language(demo):
     root, stdout, seconds = demo
-    metrics = json.loads((root / "models/synth-bert/synth-cls/seed0/metrics.json").read_text())
+    (run,) = store.find(root, "model", task="synth-cls", seed="seed0")  # the demo trains one classifier
+    metrics = json.loads((run.path / "metrics.json").read_text())
     ceiling = synthetic.bow_ceiling()
     for lang in synthetic.LANGUAGES:
         acc = metrics["test"][lang]["accuracy"]
@@ -53,11 +55,12 @@ def test_demo_prunes_every_language_and_removing_more_heads_hurts(demo):
     root, _, _ = demo
     crossed = 0
     for lang in synthetic.LANGUAGES:
-        base = root / "masks/synth-bert/synth-cls/heads" / lang
-        mask = Mask.load(base / "seed0.safetensors")
+        (found,) = store.find(root, "mask", task="synth-cls", method="heads", lang=lang, seed="seed0")
+        base = found.path
+        mask = Mask.load(base / "mask.safetensors")
         assert 0 < mask.num_heads_kept < mask.heads.numel()
         assert mask.meta.score_after >= 0.9 * mask.meta.score_before
-        rounds = json.loads((base / "seed0.history.json").read_text())
+        rounds = json.loads((base / "history.json").read_text())
         if rounds[-1]["accepted"]:  # the only other stop: too few heads left for another round (2 of 16)
             assert mask.num_heads_kept <= 2, f"{lang}: pruning stopped for another reason than the score"
         else:
@@ -70,20 +73,21 @@ def test_demo_prunes_every_language_and_removing_more_heads_hurts(demo):
 
 def test_demo_compares_the_subnetworks(demo):
     root, stdout, _ = demo
-    base = root / "analysis"
+    folders = {}
     for name, files in {
         "overlap": ["jaccard.csv", "jaccard_heads.png", "masks_heads.png"],
         "crosseval": ["crosseval.csv", "crosseval_synth-cls.png"],
         "cka": ["cka.csv", "cka_languages_own.png", "cka_per_layer.png"],
     }.items():
-        out = base / name / "synth-bert/synth-cls/heads/seed0"
+        (found,) = store.find(root, "analysis", name=name, tasks="synth-cls", method="heads", seeds="seed0")
+        out = folders[name] = found.path
         for f in files:
             assert (out / f).is_file(), out / f
         assert str(out) in stdout  # the user is told where the figures are
-    cross = pd.read_csv(base / "crosseval/synth-bert/synth-cls/heads/seed0/crosseval.csv")
+    cross = pd.read_csv(folders["crosseval"] / "crosseval.csv")
     own = cross[cross["mask"] == "own"].value.mean()
     rnd = cross[cross["mask"] == "random"].value.mean()
     assert own > rnd + 0.2, f"subnetworks ({own:.3f}) should beat equal-size random masks ({rnd:.3f})"
-    cka = pd.read_csv(base / "cka/synth-bert/synth-cls/heads/seed0/cka.csv")
+    cka = pd.read_csv(folders["cka"] / "cka.csv")
     assert cka.linear.dropna().between(0, 1 + 1e-9).all()
     assert cka[cka.layer_a == cka.layer_b].linear.dropna().between(0.3, 1.0).all()

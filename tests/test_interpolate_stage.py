@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_cfg
+from locate import model_dir
 from xsub.__main__ import run_stage
 from xsub.config import ConfigError
 
@@ -25,22 +26,26 @@ def store(finetuned_root, tmp_path_factory) -> str:
     return str(root)
 
 
-def _out(store: str, a: str, b: str) -> Path:
-    return Path(store) / "interpolate/synth-bert/synth-cls" / f"synth-cls_{a}__synth-cls_{b}"
+def _out(store: str, done: dict) -> Path:
+    """The interpolation's folder: interpolate/<model>/<task>/<hash of settings and both ends>/."""
+    out = Path(store) / done["path"]
+    assert out.parent == Path(store) / "interpolate/synth-bert/synth-cls" and (out / "DONE.json").is_file()
+    return out
 
 
 def test_path_between_two_seeds_has_exact_ends(store):
     done = run_stage(
         make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.curve=true", "interpolate.train_examples=32")
     )
-    out = _out(store, "seed0", "seed1")
+    out = _out(store, done)
+    assert [u["id"] for u in done["upstream"]] == [
+        f"model:{model_dir(store, seed=s).relative_to(Path(store) / 'models')}" for s in (0, 1)
+    ]  # both ends' identities
     table = pd.read_csv(out / "path.csv")
     line = table[table.path == "line"].reset_index()
     assert len(line) == 5 and line.x.iloc[0] == 0.0 and line.x.iloc[-1] == 1.0
     for row, seed in ((0, 0), (-1, 1)):
-        metrics = json.loads(
-            (Path(store) / f"models/synth-bert/synth-cls/seed{seed}/metrics.json").read_text()
-        )
+        metrics = json.loads((model_dir(store, seed=seed) / "metrics.json").read_text())
         for lang in ("xsvo", "xsvo2", "xsov", "xvso"):
             assert line[lang].iloc[row] == metrics["dev"][lang]["accuracy"]
     curve = table[table.path == "curve"].reset_index()
@@ -80,15 +85,18 @@ def test_endpoints_at_two_training_steps_of_one_run(store):
             f"paths.artifacts={store}",
         )
     )
-    run = Path(store) / "models/synth-bert/synth-cls/seed2"
+    run = model_dir(store, seed=2)
     assert (run / "steps/step1/model/config.json").is_file()
     done = run_stage(
         make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.a=[seed:2,step:1]", "interpolate.b=[seed:2]")
     )
     assert done["distances"]["l2"] > 0  # one step is not the end of training
-    out = Path(store) / "interpolate/synth-bert/synth-cls/synth-cls_seed2_steps_step1__synth-cls_seed2"
+    out = _out(store, done)
     line = pd.read_csv(out / "path.csv").query("path == 'line'")
     final = json.loads((run / "metrics.json").read_text())["dev"]
     assert [line[lang].iloc[-1] for lang in final] == [final[lang]["accuracy"] for lang in final]
-    with pytest.raises(ConfigError, match=r"step 3 was not kept .* train.save_steps=\[3\] force=true"):
+    with pytest.raises(
+        ConfigError, match=r"step 3 was not kept .* retrain: python -m xsub stage=train "
+    ) as err:
         run_stage(make_cfg(*TINY, f"paths.artifacts={store}", "interpolate.a=[seed:2,step:3]"))
+    assert "train.save_steps=[3]" in str(err.value) and "force=true" in str(err.value)

@@ -165,7 +165,12 @@ def _artifact_root(source: str, dest: Path) -> Path:
 
 
 def _done(root: Path, lang: str, seed: int) -> Path:
-    return root / "models" / "synth-bert" / "synth-cls" / f"lang-{lang}" / f"seed{seed}" / "DONE.json"
+    """DONE.json of the train run `stage=train task=synth-cls debug=tiny lang=<lang> seed=<seed>`."""
+    from xsub import store
+
+    cfg = make_cfg("stage=train", "task=synth-cls", "debug=tiny", f"lang={lang}", f"seed={seed}",
+                   f"paths.artifacts={root}")  # fmt: skip
+    return store.path(cfg, store.model_key(cfg)) / store.DONE
 
 
 def test_sweep_through_slurm_then_rerun_skips_done_jobs(slurm_env, pretrained_root, tmp_path):
@@ -208,8 +213,15 @@ def test_sweep_through_slurm_then_rerun_skips_done_jobs(slurm_env, pretrained_ro
     assert rerun_s < 1.5 * first_s, f"rerun {rerun_s:.1f} s vs first run {first_s:.1f} s"
 
 
+def _mask_dir(root: Path) -> Path:
+    from xsub import store
+
+    cfg = make_cfg(*PRUNE, f"paths.artifacts={root}")
+    return store.path(cfg, store.mask_key(store.upstream(cfg, "prune", lang="xsvo"), "xsvo"))
+
+
 def _mask_file(root: Path) -> Path:
-    return root / "masks" / "synth-bert" / "synth-cls" / "heads" / "xsvo" / "seed0.safetensors"
+    return _mask_dir(root) / "mask.safetensors"
 
 
 def _sacct_states(job: str, env: dict[str, str], timeout: float = 30) -> list[str]:
@@ -241,7 +253,8 @@ def test_preempted_prune_is_requeued_and_resumes_to_the_same_mask(slurm_env, fin
 
     root = _artifact_root(finetuned_root, tmp_path / "artifacts")
     ref_root = _artifact_root(finetuned_root, tmp_path / "reference")
-    state = _mask_file(root).with_name("seed0.state")
+    final = _mask_dir(root)
+    state = final.with_name(final.name + ".partial") / "rounds.pt"  # the pruning loop's checkpoint
 
     # submitit counts a USR2 within min(0.8 x limit, limit - 10 min) of the start as preemption, later ones
     # as a timeout (limited by max_num_timeout): with more than 10 minutes this one is a preemption

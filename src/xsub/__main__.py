@@ -182,6 +182,22 @@ def _job(cfg: DictConfig) -> dict | None:
         raise
 
 
+def _logs_outside_a_read_only_store(cfg: DictConfig) -> None:
+    """Hydra's run folder (its log) lives in the store; a read-only store keeps it in the temp dir
+    instead, so a stage that only reads (a finished, skipped one) still runs there."""
+    import os
+    import tempfile
+
+    from xsub import store
+
+    where = store.root(cfg)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not os.access(where, os.W_OK):
+        run_dir = Path(tempfile.gettempdir()) / "xsub-runs" / str(cfg.stage) / "${now:%Y-%m-%d_%H-%M-%S}"
+        sys.argv.append(f"hydra.run.dir={run_dir}")
+
+
 def main() -> None:
     register_configs(tuple(STAGES))
     argv = sys.argv[1:]
@@ -189,10 +205,13 @@ def main() -> None:
     informational = flags & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion"}
     if not informational:
         overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+        multirun = bool(flags & {"-m", "--multirun"})
         try:
-            compose_runs(overrides, multirun=bool(flags & {"-m", "--multirun"}))
+            cfgs = compose_runs(overrides, multirun=multirun)
         except ConfigError as err:
             fail(err)
+        if cfgs and not multirun and not any(o.startswith("hydra.run.dir=") for o in overrides):
+            _logs_outside_a_read_only_store(cfgs[0])
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
     from xsub import sweep
 

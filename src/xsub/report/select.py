@@ -148,18 +148,20 @@ def sweep_selection(cfg: DictConfig, rc: ReportConfig, sweep: Path) -> Selection
     roots: dict[Path, None] = {}
     models: dict[str, None] = {}
     ids: set[str] = set()
+    langs: set[str] = set()  # the jobs' languages: a model run read for them reports only those
     jobs = job_configs(sweep)
     for job_dir, job in jobs:
         with_root = OmegaConf.merge(job, {"paths": {"artifacts": str(_job_root(job_dir, job))}})
         roots[store.root(with_root)] = None
         models[str(job.model.name)] = None
         ids.update(k.id for k in job_keys(with_root))
+        langs.update(selected_languages(job))
     return Selection(
         roots=list(roots),
         models=list(models),
         tasks=_filter(rc.tasks),
         seeds=_filter([int(s) for s in rc.seeds]),
-        langs=_filter(rc.langs),
+        langs=_filter(rc.langs) or langs,
         methods=_filter(rc.methods),
         ids=ids,
         jobs=len(jobs),
