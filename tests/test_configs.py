@@ -195,7 +195,7 @@ def test_knob_refusal_examples():
     # `+key=value` adds a key to a struct node in Hydra: refused the same way by validate
     assert refused("+pruning.mlp_units=true").startswith("mlp_units is a heads_mlp setting")
     assert refused("pruning=imp", "pruning.n_examples=10").startswith(
-        "n_examples is a heads / heads_mlp / magnitude setting"
+        "n_examples is a heads / heads_mlp / magnitude / wanda setting"
     )
     assert refused("analysis=overlap", "analysis.n_sentences=10").startswith(
         "n_sentences is a cka / token_overlap setting; choose analysis=cka or analysis=token_overlap"
@@ -276,6 +276,8 @@ BAD = {
     "pruning.weight_rounds": "0",
     "pruning.imp_prune_every": "-1",
     "pruning.imp_final_sparsity": "1.0",
+    "pruning.imp_rate": "0",
+    "pruning.sparsity": "1.0",
     "analysis.seeds": "[0,-1]",
     "analysis.batch_size": "0",
     "analysis.n_sentences": "0",

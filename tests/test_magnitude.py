@@ -459,8 +459,9 @@ def test_imp_resumes_after_a_kill_to_the_identical_mask(tmp_path):
 
 
 def test_imp_num_events():
-    assert imp_num_events(PruningConfig(imp_prune_every=0), epochs=3, steps_per_epoch=10) == 3
-    assert imp_num_events(PruningConfig(imp_prune_every=4), epochs=3, steps_per_epoch=10) == 7
+    # Foroutan et al. 2022: imp_rate (10%) of the original weights per event, to imp_final_sparsity
+    assert imp_num_events(PruningConfig(imp_final_sparsity=0.5)) == 5
+    assert imp_num_events(PruningConfig(imp_final_sparsity=0.3, imp_rate=0.1)) == 3
 
 
 def test_rand_init_reinitialises_a_loaded_model_and_trains(tmp_path):

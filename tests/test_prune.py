@@ -155,6 +155,7 @@ def test_heads_mlp_and_magnitude_methods(finetuned_root):
         *TINY,
         "lang=xvso",
         "pruning=magnitude",
+        "pruning.model_langs=all",  # the multilingual run the fixture trained (one language)
         "pruning.weight_rounds=2",
         f"paths.artifacts={finetuned_root}",
     )

@@ -25,6 +25,7 @@ TINY = ("task=synth-cls", "debug=tiny")
 PRUNED = ("pruning.n_examples=48", "pruning.batch_size=16", "pruning.threshold=0.0", "pruning.max_rounds=3")
 MAGNITUDE = (
     "pruning=magnitude",
+    "pruning.model_langs=all",  # the fixture's multilingual run, one language per prune
     "pruning.n_examples=48",
     "pruning.batch_size=16",
     "pruning.threshold=0.0",

@@ -156,6 +156,12 @@ class PruningMethod(StrEnum):
     heads_mlp = "heads_mlp"
     magnitude = "magnitude"
     imp = "imp"
+    wanda = "wanda"
+
+
+class ModelLangs(StrEnum):
+    own = "own"  # the run finetuned on the pruned language alone (stage=train lang=<l>)
+    all = "all"  # the multilingual run (stage=train lang=all)
 
 
 @dataclass
@@ -165,6 +171,9 @@ class PruningBase:
 
     method: PruningMethod = MISSING
     model_seed: int = -1  # seed of the finetuned model to prune; -1 = the run's seed
+    # which finetuned run: own = trained on the pruned language alone, all = the multilingual one
+    # (IMP, which finetunes while it prunes: its training data, the language alone or all of them)
+    model_langs: ModelLangs = ModelLangs.all
 
 
 @dataclass
@@ -207,6 +216,7 @@ class MagnitudePruning(ScoredPruning):
     """Prasanna et al. 2020's global L1 magnitude pruning, iterative without retraining."""
 
     method: PruningMethod = PruningMethod.magnitude
+    model_langs: ModelLangs = ModelLangs.own  # Foroutan et al. 2022 finetuned one model per language
     weight_fraction_per_round: float = 0.1  # share of the remaining weights removed per round
     weight_rounds: int = 10  # at most this many rounds
 
@@ -216,9 +226,23 @@ class ImpPruning(PruningBase):
     """Foroutan et al. 2022's iterative magnitude pruning with rewinding while finetuning (train.*)."""
 
     method: PruningMethod = PruningMethod.imp
-    imp_prune_every: int = 0  # steps between pruning events (0 = once per epoch)
-    imp_final_sparsity: float = 0.9  # sparsity reached at the end of training, in [0, 1)
+    model_langs: ModelLangs = ModelLangs.own  # Foroutan et al. 2022 trained on one language
+    imp_rate: float = 0.1  # share of the ORIGINAL prunable weights removed per event (their p = 10%)
+    imp_final_sparsity: float = 0.5  # the ticket's sparsity: events = final / rate (their main level)
+    imp_prune_every: int = 0  # optimiser steps of training before each event (0 = train.epochs epochs)
     imp_weight_init: WeightInit = WeightInit.pre  # pre (pretrained) | rand (re-initialised, seeded)
+    imp_retrain: bool = True  # retrain the final ticket from the rewind point and record its score
+
+
+@dataclass
+class WandaPruning(PruningBase):
+    """Sun et al. 2024 (Wanda): |W_ij| * ||X_j||_2 on one language's calibration tokens, per output row."""
+
+    method: PruningMethod = PruningMethod.wanda
+    n_examples: int = 128  # calibration examples of the one language (the paper's code: 128 sequences)
+    batch_size: int = 32
+    sparsity: float = 0.5  # share of each output row's weights removed (the paper's default)
+    sequential: bool = True  # layer by layer, later layers calibrated on the pruned earlier ones (their code)
 
 
 # conf/pruning/<option>.yaml -> its schema (registered as pruning/<option>_schema)
@@ -227,15 +251,19 @@ PRUNING_SCHEMAS: dict[str, type[PruningBase]] = {
     "heads_mlp": HeadsMlpPruning,
     "magnitude": MagnitudePruning,
     "imp": ImpPruning,
+    "wanda": WandaPruning,
 }
 
 
 @dataclass
-class PruningConfig(HeadsMlpPruning, MagnitudePruning, ImpPruning):
+class PruningConfig(HeadsMlpPruning, MagnitudePruning, ImpPruning, WandaPruning):
     """Every method's knobs in one flat object, for calling the pruning functions directly (tests,
     benchmarks). Not a config group schema: the CLI composes one of PRUNING_SCHEMAS."""
 
     method: PruningMethod = PruningMethod.heads
+    model_langs: ModelLangs = ModelLangs.all
+    n_examples: int = 5000
+    imp_final_sparsity: float = 0.5
 
 
 @dataclass
@@ -633,6 +661,8 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("pruning.weight_rounds", lambda v: v >= 1, ">= 1"),
     ("pruning.imp_prune_every", lambda v: v >= 0, ">= 0 (0 = once per epoch)"),
     ("pruning.imp_final_sparsity", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("pruning.imp_rate", lambda v: 0 < v < 1, "in (0, 1) (a share of the original weights per event)"),
+    ("pruning.sparsity", lambda v: 0 <= v < 1, "in [0, 1) (a share of each output row)"),
     ("analysis.seeds", lambda v: all(s >= 0 for s in v), "a list of seeds >= 0"),
     ("analysis.batch_size", lambda v: v >= 1, ">= 1"),
     ("analysis.n_sentences", lambda v: v >= 1, ">= 1"),
@@ -687,6 +717,21 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
         _check_option(cfg, group)
     _check_keys(cfg, "")
     _check_ranges(cfg)
+    _check_same_mask(cfg)
+
+
+def _check_same_mask(cfg: DictConfig) -> None:
+    """Magnitude pruning of ONE multilingual run ranks the same weights for every language: refuse a
+    command that would make several languages' identical masks and present them as language masks."""
+    p = cfg.pruning
+    if cfg.stage != "prune" or str(p.get("method")) != "magnitude" or str(p.get("model_langs")) != "all":
+        return
+    if "all" in cfg.lang or len(cfg.lang) > 1:
+        raise ConfigError(
+            "pruning=magnitude of the multilingual run (pruning.model_langs=all) gives every language the "
+            "same mask (global |w| never sees the language); prune each language's own run with "
+            "pruning.model_langs=own, or use pruning=wanda for per-language masks of one model"
+        )
 
 
 def to_container(cfg: DictConfig) -> dict:

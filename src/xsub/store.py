@@ -242,7 +242,7 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
         pretrain = pretrain_key(upstream(cfg, "train", lang=lang, seed=cfg.seed, mask="none"))
         ups: tuple[Key, ...] = (pretrain,) if pretrain is not None else ()
     else:
-        ups = (pruned_model_key(cfg),)
+        ups = (pruned_model_key(cfg, lang),)
     fields = (
         ("model", str(cfg.model.name)),
         ("task", str(cfg.task.name)),
@@ -253,9 +253,22 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
     return Key("mask", fields, _canonical(settings), ups, cfg)
 
 
-def pruned_model_key(cfg: DictConfig) -> Key:
-    """The finetuned run a structured or magnitude prune reads (all languages, `pruning.model_seed`)."""
-    return model_key(upstream(cfg, "train", lang="all", seed=model_seed(cfg), mask="none"))
+def model_langs(cfg: DictConfig) -> str:
+    """`pruning.model_langs`: `own` (the language's own run) or `all` (the multilingual run)."""
+    return str(cfg.pruning.get("model_langs", "all") or "all")
+
+
+def pruned_model_key(cfg: DictConfig, lang: str | None = None) -> Key:
+    """The finetuned run a structured, magnitude or Wanda prune of `lang` reads (`pruning.model_seed`):
+    with `pruning.model_langs=own` the run trained on that language alone (`stage=train lang=<lang>`),
+    with `all` the multilingual one (`lang=all`)."""
+    train_langs = "all"
+    if model_langs(cfg) == "own":
+        langs = [lang] if lang else selected_languages(cfg)
+        if len(langs) != 1 or ("all" in cfg.lang and not lang):
+            raise ConfigError("pruning.model_langs=own reads one language's own run; pass lang=<code>")
+        train_langs = langs[0]
+    return model_key(upstream(cfg, "train", lang=train_langs, seed=model_seed(cfg), mask="none"))
 
 
 def retrain_mask_upstream(cfg: DictConfig) -> tuple[list[Key], dict[str, Any]]:

@@ -1,16 +1,21 @@
 """Iterative magnitude pruning (IMP) with rewinding during finetuning, the lottery-ticket search.
 
-Each pruning event rewinds the surviving weights to their start (pretrained, or a seeded random
-init), trains one segment with the mask held exactly zero (`xsub.subnetwork.WeightMasker`), then
-removes the smallest-|w| surviving weights of the trained model until a linear schedule's sparsity is
-reached. Selection, masks and the resumable state file are magnitude pruning's
-(`xsub.pruning.magnitude`); a rerun continues after the last finished event to the identical mask.
+Foroutan et al. 2022 (negar-foroutan/multiLMs-lang-neutral-subnets): train the model from its start
+(the pretrained weights), remove `imp_rate` (10%) of the ORIGINAL prunable weights with the smallest
+trained |w|, rewind every surviving weight (and every other tensor: classifier, LayerNorms, embeddings)
+to the start, rebuild the optimiser, and repeat until `imp_final_sparsity` — five events for 50%.
+Each segment is one full finetuning (the segment contract below). The ticket's quality is then
+measured as the lottery-ticket protocol does: the final mask retrained from the rewind point
+(`retrain=True`), beside the first segment, which is the dense model trained the same way.
+Selection, masks and the resumable state file are magnitude pruning's (`xsub.pruning.magnitude`);
+a rerun continues after the last finished event to the identical mask.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,13 +49,13 @@ class Segment:
     """One stretch of training between pruning events, as handed to `train_fn`.
 
     The contract: `train_fn(model, segment)` builds a NEW optimiser (and schedule), trains `model` in
-    place for `steps` optimiser steps (None = one epoch), calls `after_step()` after every
-    `optimizer.step()` (with `xsub.trainer.fit`: pass it as the per-step callback), seeds its data order
-    and dropout from `index` (so a resumed search repeats the same segment exactly), and returns a
-    JSON-able summary (e.g. the final train loss or dev score) or None.
+    place for `steps` optimiser steps (None = one full finetuning, e.g. `train.epochs`), calls
+    `after_step()` after every `optimizer.step()` (with `xsub.trainer.fit`: pass it as the per-step
+    callback), seeds its data order and dropout from `index` (so a resumed search repeats the same
+    segment exactly), and returns a JSON-able summary (e.g. the final train loss or dev score) or None.
     """
 
-    index: int  # 0-based; the event this training leads to is index + 1
+    index: int  # 0-based; the event this training leads to is index + 1 (index = events: the ticket)
     steps: int | None
     after_step: Callable[..., None]
 
@@ -62,12 +67,15 @@ TrainFn = Callable[[nn.Module, Segment], Any]
 class ImpResult:
     mask: Mask
     history: list[dict[str, Any]] = field(default_factory=list)
+    full: Any = None  # train_fn's summary of the first segment: the dense model trained from the start
+    ticket: Any = None  # train_fn's summary of the final mask retrained from the start (retrain=True)
 
 
-def imp_num_events(cfg: Any, *, epochs: int, steps_per_epoch: int) -> int:
-    """Pruning events in a finetuning run: one per `cfg.imp_prune_every` steps (0 = per epoch)."""
-    every = cfg.imp_prune_every or steps_per_epoch
-    return max(1, (epochs * steps_per_epoch) // every)
+def imp_num_events(cfg: Any) -> int:
+    """Pruning events to reach `imp_final_sparsity` at `imp_rate` of the original weights per event
+    (Foroutan et al. 2022: p = 10%, five events for 50%); the last step is smaller when they do not
+    divide."""
+    return math.ceil(round(cfg.imp_final_sparsity / cfg.imp_rate, 9))
 
 
 def imp_target_sparsity(event: int, num_events: int, final_sparsity: float) -> float:
@@ -116,6 +124,7 @@ def imp_prune(
     num_events: int,
     weight_init: Literal["pre", "rand"] = "pre",
     seed: int = 0,
+    retrain: bool = False,
     checkpoint: store.Checkpoint | None = None,
     meta: MaskMeta | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -123,11 +132,13 @@ def imp_prune(
     """Foroutan et al. 2022's iterative magnitude pruning with rewinding during finetuning.
 
     For event e = 1..num_events: rewind the model to `pretrained_state` (None: the model as passed)
-    with the current mask applied, train one `Segment` (`cfg.imp_prune_every` steps, 0 = one epoch)
-    under a `WeightMasker`, then prune the smallest-|w| surviving weights of the trained model until
-    round(e / N × `cfg.imp_final_sparsity` × total) of the original prunable weights are gone.
-    `weight_init="rand"` rewinds to a seeded re-initialisation of the whole model instead (the branch
-    that crashed in the original code). On return the model holds the ticket: rewound weights, mask applied.
+    with the current mask applied, train one `Segment` (`cfg.imp_prune_every` steps, 0 = one full
+    finetuning) under a `WeightMasker`, then prune the smallest-|w| surviving weights of the trained
+    model until round(e / N × `cfg.imp_final_sparsity` × total) of the original prunable weights are
+    gone. With `retrain`, the final mask is trained once more from the rewind point (segment index N):
+    the ticket's quality. `weight_init="rand"` rewinds to a seeded re-initialisation of the whole
+    model instead (the branch that crashed in the original code). On return the model holds the
+    ticket: rewound weights, mask applied.
     """
     rewind_state = _rewind_state(model, pretrained_state, weight_init, seed)
     params = prunable_weights(model)
@@ -147,6 +158,7 @@ def imp_prune(
     keep, state = saved or (all_kept(params), {"events_done": 0, "history": []})
     while state["events_done"] < num_events:
         event = state["events_done"] + 1
+        trained_at = sparsity(keep)
         _rewind(model, rewind_state, keep)
         with WeightMasker(model, keep) as masker:
             summary = train_fn(model, Segment(event - 1, steps, masker.after_step))
@@ -154,17 +166,41 @@ def imp_prune(
         target = imp_target_sparsity(event, num_events, cfg.imp_final_sparsity)
         n = round(target * total) - (total - kept_count(keep))
         keep = prune_smallest(magnitudes(params), keep, n)
-        entry = {"event": event, "target": target, "sparsity": sparsity(keep), "train": _jsonable(summary)}
+        entry = {
+            "event": event,
+            "target": target,
+            "sparsity": sparsity(keep),
+            "trained_at_sparsity": trained_at,  # `train` is the score of this network, before the cut
+            "train": _jsonable(summary),
+        }
         state["history"].append(entry)
         state["events_done"] = event
         save_state(stamped, keep, state)
         log.info("IMP event %d/%d: sparsity %.4f (target %.4f)", event, num_events, entry["sparsity"], target)
         if on_event is not None:
             on_event(entry)
+    if retrain and "ticket" not in state:
+        _rewind(model, rewind_state, keep)
+        with WeightMasker(model, keep) as masker:
+            state["ticket"] = _jsonable(train_fn(model, Segment(num_events, steps, masker.after_step)))
+            masker.apply()
+        save_state(stamped, keep, state)
+        log.info(
+            "IMP ticket (sparsity %.4f) retrained from the rewind point: %s",
+            sparsity(keep),
+            state["ticket"],
+        )
     _rewind(model, rewind_state, keep)
-    extra = {"history": state["history"], "weight_init": weight_init, "sparsity": sparsity(keep)}
+    full = state["history"][0]["train"] if state["history"] else None
+    extra = {
+        "history": state["history"],
+        "weight_init": weight_init,
+        "sparsity": sparsity(keep),
+        "full": full,
+        "ticket": state.get("ticket"),
+    }
     mask = weight_mask(model, keep, "imp", meta, rounds=num_events, extra=extra)
-    return ImpResult(mask, state["history"])
+    return ImpResult(mask, state["history"], full, state.get("ticket"))
 
 
 def _jsonable(value: Any) -> Any:

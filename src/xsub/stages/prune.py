@@ -1,11 +1,14 @@
 """stage=prune: the subnetwork of a finetuned model for each language of the run.
 
 `python -m xsub stage=prune task=marc lang=zh` finds the finetuned (model, task) run its own config
-names (`stage=prune train.lr=5e-3` reads the run trained with lr=5e-3), samples `pruning.n_examples`
+names (`stage=prune train.lr=5e-3` reads the run trained with lr=5e-3; `pruning.model_langs=own` the
+run trained on zh alone, `all` the multilingual one), samples `pruning.n_examples`
 training examples of that one language (by seed), and prunes by `pruning.method`. Each language's
 mask is a store artifact, masks/<model>/<task>/<method>/<lang>/seed<s>/<hash>/, whose identity
 contains the model run's: `mask.safetensors` (+ `.json` sidecar), `history.*` (every round's
-importance, mask and score), for magnitude pruning also `random.*` and `bad.*` baselines. Every round
+importance, mask and score), for magnitude pruning also `random.*` and `bad.*` baselines. IMP
+records its ticket's quality (the final mask retrained from the rewind point, beside the dense model
+trained the same way) in the mask's metadata, history.json and DONE.json. Every round
 is checkpointed, so a killed job resumes at its last round and ends with the identical mask.
 """
 
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
@@ -31,6 +35,7 @@ from xsub.model import config_hash, load_finetuned, load_model
 from xsub.pruning.imp import Segment, imp_num_events, imp_prune
 from xsub.pruning.magnitude import magnitude_prune
 from xsub.pruning.structured import PruneResult, prune_heads
+from xsub.pruning.wanda import wanda_prune
 from xsub.tables import format_table
 from xsub.trainer import Collator, fit, pick_device, score_batches
 
@@ -86,7 +91,10 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
             checkpoint = store.Checkpoint(partial / "rounds.pt", key.id)
             files = METHODS[cfg.pruning.method](lcfg, lang, meta, job, checkpoint, tracker)
             mask = files[MASK]
-            with job.commit({"mask": MASK, "summary": mask.summary()}) as tmp:
+            record: dict[str, Any] = {"mask": MASK, "summary": mask.summary()}
+            if mask.meta.method == "imp":
+                record["ticket"] = _ticket_record(mask)
+            with job.commit(record) as tmp:
                 for name, obj in files.items():
                     if isinstance(obj, Mask):
                         obj.save(tmp / name)
@@ -106,19 +114,22 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
         return summary
 
 
-def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
-    """The finetuned model to prune (structured and magnitude pruning), on the run's device."""
-    key = store.pruned_model_key(cfg)
-    with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name}") as directory:
+def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
+    """The finetuned model to prune (structured, magnitude, Wanda), on the run's device: the run
+    trained on `lang` alone (`pruning.model_langs=own`) or on all languages (`all`)."""
+    key = store.pruned_model_key(cfg, lang)
+    on = key.field("langs")
+    with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name} on {on}") as directory:
         model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
     meta.config_hash = config_hash(model)
     meta.extra["finetuned"] = key.id
+    meta.extra["model_langs"] = store.model_langs(cfg)
     device = pick_device(cfg.train.device)
     return model.to(device), tokenizer, device
 
 
 def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
-    model, tokenizer, device = _finetuned(cfg, meta, job)
+    model, tokenizer, device = _finetuned(cfg, lang, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     result = prune_heads(
         model,
@@ -139,7 +150,7 @@ def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
 
 def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
-    model, tokenizer, device = _finetuned(cfg, meta, job)
+    model, tokenizer, device = _finetuned(cfg, lang, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
     result = magnitude_prune(
@@ -160,8 +171,34 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     }
 
 
+def _wanda(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    """Sun et al. 2024: per-row |W|·‖X‖₂ on this language's calibration tokens (no retraining)."""
+    model, tokenizer, device = _finetuned(cfg, lang, meta, job)
+    loader = pruning_batches(cfg, lang, tokenizer)
+    metric = task_metric(cfg.task)
+    precision = store.precision_of(cfg)
+    before = score_batches(model, loader, metric, device, precision)[metric.name]
+    mask, history = wanda_prune(model, loader, cfg.pruning, device, precision=precision, meta=meta)
+    from xsub.subnetwork import masked
+
+    with masked(model, mask):
+        after = score_batches(model, loader, metric, device, precision)[metric.name]
+    mask.meta.score_before, mask.meta.score_after = before, after
+    tracker.log({"sparsity": mask.meta.extra["sparsity"], "score": after})
+    return {MASK: mask, "history.json": history}
+
+
+def _imp_train_data(cfg: DictConfig, lang: str, tokenizer) -> datasets.Dataset:
+    """IMP's training data: the language's train split (`model_langs=own`, Foroutan et al. 2022), or
+    every language of the task together (`all`, as `stage=train lang=all` trains)."""
+    langs = [lang] if store.model_langs(cfg) == "own" else list(cfg.task.languages)
+    kind, length = cfg.task.kind, cfg.data.max_length
+    parts = [encode(load_split(cfg, code, "train"), tokenizer, kind, length) for code in langs]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
 def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
-    """IMP with rewinding while finetuning the *pretrained* model on this language."""
+    """IMP with rewinding while finetuning the *pretrained* model on this language (Foroutan et al.)."""
     pretrained = None
     pre_key = store.pretrain_key(store.upstream(cfg, "train", lang=lang, mask="none"))
     if pre_key is not None:
@@ -170,15 +207,18 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     model, tokenizer = load_model(
         cfg.model, cfg.task.kind, cfg.task.num_labels, store.root(cfg), seed=cfg.seed, checkpoint=pretrained
     )
-    train = encode(load_split(cfg, lang, "train"), tokenizer, cfg.task.kind, cfg.data.max_length)
+    train = _imp_train_data(cfg, lang, tokenizer)
     dev = {lang: encode(load_split(cfg, lang, "dev"), tokenizer, cfg.task.kind, cfg.data.max_length)}
     collate = Collator(tokenizer, cfg.task.kind, cfg.data.mlm_probability, seed=cfg.seed)
     metric = task_metric(cfg.task)
     steps_per_epoch = -(-len(train) // cfg.train.batch_size)
-    events = imp_num_events(cfg.pruning, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch)
+    events = imp_num_events(cfg.pruning)
 
     def train_fn(m, seg: Segment) -> float | None:
-        seg_cfg = OmegaConf.merge(cfg.train, {"epochs": 1, "patience": 0, "max_steps": seg.steps or 0})
+        # one full finetuning per segment (train.epochs; Foroutan et al.: 3 epochs), or seg.steps steps
+        epochs = -(-seg.steps // steps_per_epoch) if seg.steps else cfg.train.epochs
+        seg_cfg = OmegaConf.merge(cfg.train, {"epochs": epochs, "patience": 0, "max_steps": seg.steps or 0})
+        name = "ticket" if seg.index == events else f"seg{seg.index}"
         state = fit(
             m,
             train,
@@ -186,7 +226,7 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
             collate,
             metric,
             seg_cfg,
-            checkpoint.child(f"seg{seg.index}"),
+            checkpoint.child(name),
             cfg.seed * 1000 + seg.index,
             precision=store.precision_of(cfg),
             on_step_end=lambda _s: seg.after_step(),
@@ -201,14 +241,37 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         num_events=events,
         weight_init=cfg.pruning.imp_weight_init,
         seed=cfg.seed,
+        retrain=bool(cfg.pruning.imp_retrain),
         checkpoint=checkpoint,
         meta=MaskMeta.from_dict({**meta.to_dict(), "config_hash": config_hash(model)}),
         on_event=lambda h: tracker.log(h),
     )
-    return {MASK: result.mask, "history.json": result.history}
+    mask = result.mask
+    mask.meta.score_before, mask.meta.score_after = result.full, result.ticket
+    history = {"events": result.history, "full": result.full, "ticket": result.ticket}
+    tracker.summary({"imp_full_dev": result.full, "imp_ticket_dev": result.ticket})
+    return {MASK: mask, "history.json": history}
 
 
-METHODS = {"heads": _structured, "heads_mlp": _structured, "magnitude": _magnitude, "imp": _imp}
+def _ticket_record(mask: Mask) -> dict[str, Any]:
+    """IMP's lottery-ticket check for DONE.json: the final mask retrained from the rewind point."""
+    full, ticket = mask.meta.extra.get("full"), mask.meta.extra.get("ticket")
+    return {
+        "sparsity": mask.meta.extra.get("sparsity"),
+        "split": "dev",
+        "full_model": full,  # the dense model finetuned from the rewind point the same way (segment 1)
+        "ticket": ticket,
+        "ratio": ticket / full if isinstance(full, float) and isinstance(ticket, float) and full else None,
+    }
+
+
+METHODS = {
+    "heads": _structured,
+    "heads_mlp": _structured,
+    "magnitude": _magnitude,
+    "imp": _imp,
+    "wanda": _wanda,
+}
 
 
 def _merged_meta(base: MaskMeta, found: MaskMeta, **extra: Any) -> MaskMeta:
@@ -280,4 +343,12 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
         "s",
     ]
     where = "".join(f"\n  {lang}: {r['path']}" for lang, r in results.items())
-    return format_table(headers, rows, title) + f"\nmasks:{where}\n"
+    note = ""
+    if str(cfg.pruning.method) == "imp":
+        note = (
+            "\nIMP: dev score of the full model (finetuned from the rewind point) -> the ticket (the final "
+            "mask retrained from the rewind point the same way), as the lottery-ticket protocol measures"
+        )
+    elif str(cfg.pruning.method) == "wanda":
+        note = "\nWanda: score on the calibration examples, full model -> with the mask (no retraining)"
+    return format_table(headers, rows, title) + note + f"\nmasks:{where}\n"
