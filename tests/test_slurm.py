@@ -252,7 +252,11 @@ def test_preempted_prune_is_requeued_and_resumes_to_the_same_mask(slurm_env, fin
     from xsub.mask import Mask
 
     root = _artifact_root(finetuned_root, tmp_path / "artifacts")
-    ref_root = _artifact_root(finetuned_root, tmp_path / "reference")
+    # data.max_train_examples is a data setting, so part of the model's identity: the prune reads the
+    # run trained with it (made here once, then copied for the reference)
+    train = ("stage=train", "task=synth-cls", "lang=all", "debug=tiny", "data.max_train_examples=2000")
+    run_stage(make_cfg(*train, f"paths.artifacts={root}"))
+    ref_root = _artifact_root(str(root), tmp_path / "reference")
     final = _mask_dir(root)
     state = final.with_name(final.name + ".partial") / "rounds.pt"  # the pruning loop's checkpoint
 
