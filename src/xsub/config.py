@@ -465,7 +465,7 @@ class StoreConfig:
     lang: str = ""
     seed: int = -1
     method: str = ""
-    where: list[str] = field(default_factory=list)  # settings, e.g. [train.lr=0.005]
+    where: list[str] = field(default_factory=list)  # settings, e.g. [train.lr:5e-3]
     remove: bool = False  # delete what matches (prints the list first)
     yes: bool = False  # really delete (with remove=true)
 

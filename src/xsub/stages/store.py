@@ -3,7 +3,7 @@
 `python -m xsub stage=store` prints one row per artifact: kind, key fields, identity hash, the
 settings that differ from the defaults (the overrides that made it), status (done / partial = a
 resumable run that stopped / locked = being written now) and size on disk. Filters: `store.kind=`,
-`store.task=`, `store.lang=`, `store.seed=`, `store.method=` and `store.where=[train.lr=0.005]`
+`store.task=`, `store.lang=`, `store.seed=`, `store.method=` and `store.where=[train.lr:5e-3]`
 (settings, the upstream model run's included). `store.remove=true` deletes what matches: it prints
 the list first and deletes only with `store.yes=true`.
 """
@@ -41,12 +41,10 @@ def _matches(entry: store.Entry, sc: Any, where: dict[str, Any]) -> bool:
 
 def _where(items: list[str]) -> dict[str, Any]:
     out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
+    for item in map(str, items):  # setting:value, or setting=value quoted inside the list
+        key, sep, value = item.partition("=" if "=" in item else ":")
         if not sep:
-            raise ConfigError(
-                f"store.where: '{item}' is not setting=value, e.g. store.where=[train.lr=0.005]"
-            )
+            raise ConfigError(f"store.where: '{item}' is not setting:value, e.g. store.where=[train.lr:5e-3]")
         out[key] = yaml.safe_load(value)
     return out
 
