@@ -339,7 +339,7 @@ def test_range_edges_that_mean_something_are_accepted():
 
 def test_precision_is_a_top_level_setting():
     cfg = compose("precision=bf16")
-    assert cfg.precision == "bf16" and cfg.train.precision == "auto"
+    assert cfg.precision == "bf16" and "precision" not in cfg.train
 
 
 # ---- through the command line ------------------------------------------------------------------------
