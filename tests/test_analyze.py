@@ -286,7 +286,7 @@ def test_cka_end_to_end_equals_the_gram_formula_on_the_model_representations(sto
     assert len(table) == 4 * 3 * 3 and (table.n == 64).all()
     # recompute one cell from scratch: full model, mean pooling, textbook Gram-matrix CKA
     model, tok = load_finetuned(model_dir(store) / "model", "classification")
-    cfg = make_cfg("task=synth-cls", "debug=tiny", f"paths.artifacts={store}")
+    cfg = make_cfg("task=synth-cls", "debug=tiny", "analysis=cka", f"paths.artifacts={store}")
     par = Inputs(cfg).parallel(["xsvo", "xsov"], 64)
     reps = {}
     for lang in ("xsvo", "xsov"):

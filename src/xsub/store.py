@@ -813,8 +813,10 @@ def claim(cfg: Any, key: Key, force: bool = False) -> Iterator[Claim]:
                 c.done = None
             try:
                 yield c
-            finally:
+            except Exception:  # a failure, not Ctrl-C: an interrupted run names its partial folder
                 _drop_empty_partial(c.partial)
+                raise
+            _drop_empty_partial(c.partial)
     except OSError as err:
         raise disk_error(err, c.path) from err
 
