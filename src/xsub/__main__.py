@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -82,12 +83,34 @@ def _task_languages(conf: Path, task: str) -> list[str]:
     return list(node.task.languages if "task" in node else node.languages)
 
 
+def _task_from_analysis_tasks(overrides: list[str]) -> list[str]:
+    """`analysis.tasks=[a,b]` without `task=` runs on task a (not the embedded default, whose
+    languages the real tasks lack): the command names its tasks once."""
+    if _chosen(overrides, "task") is not None:
+        return overrides
+    parser = OverridesParser.create()
+    for ov in parser.parse_overrides(overrides):
+        if ov.key_or_group == "analysis.tasks" and not ov.is_sweep_override():
+            value = ov.value()
+            if isinstance(value, list) and value:
+                return [f"task={value[0]}", *overrides]
+    return overrides
+
+
 def compose_runs(overrides: list[str], multirun: bool) -> list[DictConfig]:
     """Compose (and validate) the config of every job the command line would launch."""
     register_configs(tuple(STAGES))
     conf = conf_dir()
-    _check_group_options(overrides, conf)
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        overrides = _task_from_analysis_tasks(overrides)
+        _check_group_options(overrides, conf)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:  # Hydra's message is several lines and a link
+        line = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"cannot parse {err.override!r}: {line}; quote values that contain = or spaces inside a "
+            "list, e.g. 'key=[\"a=1\"]'"
+        ) from err
     if multirun:
         batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
         jobs = [job for batch in batches for job in batch]
@@ -180,9 +203,23 @@ def _job(cfg: DictConfig) -> None:
         raise
 
 
+def check(argv: list[str]) -> int:
+    """`--check`: compose and validate every job of the command line (sweeps included); the number of
+    jobs, or ConfigError with the one-line reason. Nothing runs and nothing is written."""
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    return len(compose_runs(overrides, multirun=bool(set(argv) & {"-m", "--multirun"})))
+
+
 def main() -> None:
     register_configs(tuple(STAGES))
     argv = sys.argv[1:]
+    if "--check" in argv:
+        try:
+            n = check([a for a in argv if a != "--check"])
+        except ConfigError as err:
+            fail(err)
+        print(f"ok: {n} job{'s' if n != 1 else ''}")
+        sys.exit(0)
     flags = {a for a in argv if a.startswith("-")}
     informational = flags & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion"}
     if not informational:
@@ -191,6 +228,11 @@ def main() -> None:
             compose_runs(overrides, multirun=bool(flags & {"-m", "--multirun"}))
         except ConfigError as err:
             fail(err)
+    if flags & {"--cfg", "-c"} and "--resolve" not in flags:
+        sys.argv.append("--resolve")  # print ${xsub_langs:xnli} as the language list it stands for
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a]
+    if _task_from_analysis_tasks(overrides) != overrides:
+        sys.argv.insert(1, _task_from_analysis_tasks(overrides)[0])
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
 
 

@@ -3,7 +3,7 @@
 `python -m xsub stage=store` prints one row per artifact: kind, key fields, identity hash, the
 settings that differ from the defaults (the overrides that made it), status (done / partial = a
 resumable run that stopped / locked = being written now) and size on disk. Filters: `store.kind=`,
-`store.task=`, `store.lang=`, `store.seed=`, `store.method=` and `store.where=[train.lr=0.005]`
+`store.task=`, `store.lang=`, `store.seed=`, `store.method=` and `'store.where=["train.lr=0.005"]'`
 (settings, the upstream model run's included). `store.remove=true` deletes what matches: it prints
 the list first and deletes only with `store.yes=true`.
 """
@@ -45,7 +45,7 @@ def _where(items: list[str]) -> dict[str, Any]:
         key, sep, value = str(item).partition("=")
         if not sep:
             raise ConfigError(
-                f"store.where: '{item}' is not setting=value, e.g. store.where=[train.lr=0.005]"
+                f"store.where: '{item}' is not setting=value, e.g. 'store.where=[\"train.lr=0.005\"]'"
             )
         out[key] = yaml.safe_load(value)
     return out
