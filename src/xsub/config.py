@@ -157,6 +157,9 @@ class PruningBase:
 
     method: PruningMethod = MISSING
     model_seed: int = -1  # seed of the finetuned model to prune; -1 = the run's seed
+    # prune even a classifier whose unpruned accuracy is within noise of chance (xsub.sanity); not
+    # part of any identity. IMP starts from the pretrained model, so it is never checked
+    allow_chance: bool = False
 
 
 @dataclass

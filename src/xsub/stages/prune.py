@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from xsub import store, tracking
+from xsub import sanity, store, tracking
 from xsub.config import selected_languages
 from xsub.data import load_split
 from xsub.data.encode import encode
@@ -117,9 +117,23 @@ def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, 
     return model.to(device), tokenizer, device
 
 
+def _chance_guard(cfg: DictConfig, lang: str, loader) -> Any:
+    """A check of the unpruned score: refuses, in one line, a classifier within noise of chance."""
+    chance = sanity.chance_of(loader) if task_metric(cfg.task).name == "accuracy" else None
+    what = f"the finetuned {cfg.model.name} on {cfg.task.name} {lang} (pruning data)"
+    return lambda score: sanity.refuse_if_chance(score, chance, what, cfg.pruning.allow_chance)
+
+
 def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
+    guard = _chance_guard(cfg, lang, loader)
+
+    def on_round(r) -> None:
+        if r.round == 0:
+            guard(r.score)
+        tracker.log({"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted})
+
     result = prune_heads(
         model,
         loader,
@@ -129,10 +143,9 @@ def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         checkpoint=checkpoint,
         mlm=cfg.task.kind == "mlm",
         precision=store.precision_of(cfg),
-        on_round=lambda r: tracker.log(
-            {"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted}
-        ),
+        on_round=on_round,
     )
+    guard(result.history[0].score)  # a run resumed past round 0 is checked here
     mask = result.mask
     mask.meta = _merged_meta(meta, mask.meta, tokens_per_s=result.tokens_per_s)
     return {MASK: mask, **_history(result)}
@@ -142,9 +155,18 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
+    guard, scored = _chance_guard(cfg, lang, loader), []
+
+    def evaluate(m) -> float:
+        score = score_batches(m, loader, metric, device, store.precision_of(cfg))[metric.name]
+        if not scored:  # the first evaluation is the unpruned model's
+            guard(score)
+        scored.append(score)
+        return score
+
     result = magnitude_prune(
         model,
-        lambda m: score_batches(m, loader, metric, device, store.precision_of(cfg))[metric.name],
+        evaluate,
         cfg.pruning,
         checkpoint=checkpoint,
         seed=cfg.seed,
@@ -152,6 +174,8 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         meta=meta,
         on_round=lambda h: tracker.log(h),
     )
+    if result.mask.meta.score_before is not None:
+        guard(result.mask.meta.score_before)  # a run resumed past its unpruned score is checked here
     return {
         MASK: result.mask,
         "random.safetensors": result.random,
