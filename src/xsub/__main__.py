@@ -8,6 +8,7 @@ traceback from inside a job.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -169,13 +170,17 @@ def _composition_error(err: BaseException, job: list[str]) -> ConfigError:
 
 def _quiet_libraries() -> None:
     """Our own log lines say what was loaded; the libraries' per-map progress bars and load reports
-    (new heads initialised, unused MLM head weights) drown them."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    (new heads initialised, unused MLM head weights) drown them. Set through the environment, which
+    the libraries read when they are imported, so a stage that needs neither (a skip) never loads them."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "datasets" in sys.modules:  # already imported (stage=pipeline in one process, tests)
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
 
 def _terminated(signum: int, _frame: object) -> None:

@@ -461,9 +461,9 @@ class XsubConfig:
 def task_languages(source: str) -> list[str]:
     """Language codes a data source has (one table in xsub.languages; the synthetic ones are generated)."""
     if source == "synthetic":
-        from xsub.data.synthetic import LANGUAGES as SYNTHETIC
+        from xsub.languages import SYNTHETIC_LANGUAGES  # not xsub.data: that imports datasets
 
-        return list(SYNTHETIC)
+        return list(SYNTHETIC_LANGUAGES)
     from xsub import languages
 
     return list(getattr(languages, source.upper().replace("-", "")))

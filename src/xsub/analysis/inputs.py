@@ -11,24 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import torch
 from omegaconf import DictConfig
-from transformers import AutoTokenizer
 
 from xsub import store
 from xsub.config import ConfigError, selected_languages, task_config
-from xsub.data import load_split
-from xsub.data.encode import encode
-from xsub.data.parallel import load_parallel
-from xsub.data.synthetic import ensure_synthetic
 from xsub.mask import Mask
-from xsub.metrics import TaskMetric, task_metric
-from xsub.model import load_finetuned
+from xsub.precision import pick_device
 from xsub.store import Key as StoreKey
-from xsub.trainer import Collator, pick_device
+
+if TYPE_CHECKING:  # imported where used: a finished analysis is skipped without datasets/transformers
+    import datasets
+    import torch
+
+    from xsub.metrics import TaskMetric
 
 Key = tuple[str, str, int]  # (task, lang, seed)
 
@@ -107,6 +104,8 @@ class Inputs:
         return store.upstream(self.cfg, str(self.cfg.stage), task=name)
 
     def metric(self, task: str) -> TaskMetric:
+        from xsub.metrics import task_metric
+
         return task_metric(self.task(task))
 
     # ---- masks and pruning histories --------------------------------------------------------------
@@ -177,10 +176,14 @@ class Inputs:
             return directory / "model"
 
     def tokenizer(self, task: str, seed: int) -> Any:
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(self.finetuned_dir(task, seed))
 
     def model(self, task: str, seed: int) -> tuple[Any, Any]:
         """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device."""
+        from xsub.model import load_finetuned
+
         key = self.model_key(task, seed)
         with self.open(key, f"finetuned {self.model_name} for task {task}") as directory:
             model, tokenizer = load_finetuned(directory / "model", self.task(task).kind)
@@ -188,6 +191,9 @@ class Inputs:
 
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:
         """Split `role` of (task, lang), tokenized; the first `n` of a fixed shuffle when n > 0."""
+        from xsub.data import load_split
+        from xsub.data.encode import encode
+
         cfg = self.task_cfg(task)
         ds = load_split(cfg, lang, role)
         if n and len(ds) > n:
@@ -198,6 +204,8 @@ class Inputs:
         self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0, batch_size: int = 0
     ) -> list[dict]:
         """Materialised batches (so every mask sees the same batches and, for MLM, the same masked tokens)."""
+        from xsub.trainer import Collator
+
         enc = self.encoded(task, lang, role, tokenizer, n)
         collate = Collator(tokenizer, self.task(task).kind, self.cfg.data.mlm_probability, seed=0)
         size = batch_size or self.cfg.train.eval_batch_size
@@ -207,6 +215,9 @@ class Inputs:
 
     def parallel(self, langs: list[str], n: int = 0) -> datasets.Dataset:
         """Aligned sentences of `langs` (column per language) from `analysis.parallel_source`."""
+        from xsub.data.parallel import load_parallel
+        from xsub.data.synthetic import ensure_synthetic
+
         source = self.an.parallel_source
         path = self.an.parallel_path
         if source == "auto":

@@ -17,34 +17,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 
 from xsub import sanity, store, tracking
 from xsub.config import selected_languages
-from xsub.data import load_split
-from xsub.data.encode import encode
 from xsub.mask import Mask, MaskMeta
-from xsub.metrics import task_metric
-from xsub.model import config_hash, load_finetuned, load_model
-from xsub.pruning.imp import Segment, imp_num_events, imp_prune
-from xsub.pruning.magnitude import magnitude_prune
-from xsub.pruning.structured import PruneResult, prune_heads
 from xsub.tables import format_table
-from xsub.trainer import Collator, fit, pick_device, score_batches
+
+# The data, model, metric and pruning modules (datasets, transformers, torchmetrics) are imported
+# where they are used, so a finished prune is skipped in about 2 s.
 
 log = logging.getLogger(__name__)
 
+METRIC_NAMES = {"classification": "accuracy", "ner": "f1", "mlm": "perplexity"}  # xsub.metrics' names
 MASK = "mask.safetensors"  # the subnetwork; magnitude pruning adds random.safetensors and bad.safetensors
 
 
-def pruning_batches(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, torch.Tensor]]:
+def pruning_batches(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, Any]]:
     """`n_examples` training examples of one language, sampled by seed, batched once in length order.
 
     Materialised once so every round sees the same batches (and, for MLM, the same masked tokens);
     sorting by length keeps padding (work on pad tokens) to a minimum.
     """
+    from xsub.data import load_split
+    from xsub.data.encode import encode
+    from xsub.trainer import Collator
+
     ds = load_split(cfg, lang, "train")
     ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.pruning.n_examples, len(ds))))
     enc = encode(ds, tokenizer, cfg.task.kind, cfg.data.max_length)
@@ -91,6 +89,8 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
                     if isinstance(obj, Mask):
                         obj.save(tmp / name)
                     elif isinstance(obj, dict) and name.endswith(".safetensors"):
+                        from safetensors.torch import save_file
+
                         save_file(obj, str(tmp / name))
                     else:
                         (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
@@ -106,11 +106,21 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
         return summary
 
 
-def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
+def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, Any]:
     """The finetuned model to prune (structured and magnitude pruning), on the run's device."""
+    from xsub.model import config_hash, load_finetuned
+    from xsub.trainer import pick_device
+
     key = store.pruned_model_key(cfg)
-    with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name}") as directory:
-        model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
+    try:
+        with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name}") as directory:
+            model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
+    except store.Missing as err:
+        if cfg.pruning.model_seed >= 0 or cfg.seed == 0:
+            raise
+        raise store.Missing(
+            f"{err}; or prune a model of another seed with this pruning seed: pruning.model_seed=0"
+        ) from err
     meta.config_hash = config_hash(model)
     meta.extra["finetuned"] = key.id
     device = pick_device(cfg.train.device)
@@ -119,12 +129,15 @@ def _finetuned(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, 
 
 def _chance_guard(cfg: DictConfig, lang: str, loader) -> Any:
     """A check of the unpruned score: refuses, in one line, a classifier within noise of chance."""
-    chance = sanity.chance_of(loader) if task_metric(cfg.task).name == "accuracy" else None
+    chance = sanity.chance_of(loader) if METRIC_NAMES.get(cfg.task.kind) == "accuracy" else None
     what = f"the finetuned {cfg.model.name} on {cfg.task.name} {lang} (pruning data)"
     return lambda score: sanity.refuse_if_chance(score, chance, what, cfg.pruning.allow_chance)
 
 
 def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    from xsub.metrics import task_metric
+    from xsub.pruning.structured import prune_heads
+
     model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     guard = _chance_guard(cfg, lang, loader)
@@ -152,6 +165,10 @@ def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
 
 def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    from xsub.metrics import task_metric
+    from xsub.pruning.magnitude import magnitude_prune
+    from xsub.trainer import score_batches
+
     model, tokenizer, device = _finetuned(cfg, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
@@ -186,6 +203,13 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
 def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     """IMP with rewinding while finetuning the *pretrained* model on this language."""
+    from xsub.data import load_split
+    from xsub.data.encode import encode
+    from xsub.metrics import task_metric
+    from xsub.model import config_hash, load_model
+    from xsub.pruning.imp import Segment, imp_num_events, imp_prune
+    from xsub.trainer import Collator, fit
+
     pretrained = None
     pre_key = store.pretrain_key(store.upstream(cfg, "train", lang=lang, mask="none"))
     if pre_key is not None:
@@ -241,7 +265,7 @@ def _merged_meta(base: MaskMeta, found: MaskMeta, **extra: Any) -> MaskMeta:
     return MaskMeta.from_dict(merged)
 
 
-def _history(result: PruneResult) -> dict[str, Any]:
+def _history(result: Any) -> dict[str, Any]:  # a pruning.structured.PruneResult
     """Every round's importance and mask (safetensors) and scores (JSON): curves, t-SNE, seed stability."""
     tensors = {}
     for r in result.history:
@@ -299,7 +323,7 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
         "lang",
         "heads kept",
         "MLPs kept",
-        f"{task_metric(cfg.task).name} unpruned -> pruned",
+        f"{METRIC_NAMES.get(cfg.task.kind, 'score')} unpruned -> pruned",
         "rounds",
         "s",
     ]

@@ -15,18 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import datasets
 from omegaconf import DictConfig, OmegaConf
 
-from xsub import store, subnetwork, tracking
+from xsub import store, tracking
 from xsub.config import selected_languages
-from xsub.data import load_split, text_definition
-from xsub.data.encode import encode
-from xsub.mask_sources import resolve
-from xsub.metrics import task_metric
-from xsub.model import load_model, reinit_weights
 from xsub.tables import format_table
-from xsub.trainer import Collator, evaluate, fit, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +46,18 @@ def _pretrained(cfg: DictConfig, job: store.Claim) -> Path | None:
 
 
 def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
+    # imported here, not at the top: a finished run is skipped without loading torch, datasets or
+    # transformers (the skip answers in about 2 s)
+    import datasets
+
+    from xsub import subnetwork
+    from xsub.data import load_split, text_definition
+    from xsub.data.encode import encode
+    from xsub.mask_sources import resolve
+    from xsub.metrics import task_metric
+    from xsub.model import load_model, reinit_weights
+    from xsub.trainer import Collator, evaluate, fit, pick_device
+
     langs = selected_languages(cfg)
     task = cfg.task
     raw = {role: {lang: load_split(cfg, lang, role) for lang in langs} for role in ("train", "dev", "test")}
