@@ -158,6 +158,14 @@ def _pair_labels(inputs: Inputs, table: pd.DataFrame) -> pd.Series:
     return _label(table, "a", multi) + " ~ " + _label(table, "b", multi)
 
 
+# CKA is 0/0 where one side's representations do not vary over the sentences: with first-token
+# pooling the embedding layer (0) gives every sentence the same [CLS] vector
+_NAN_CELL = (
+    "CKA undefined (a side's representations are constant over the sentences, "
+    "e.g. layer 0 with first-token pooling)"
+)
+
+
 def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]:
     out, an = inputs.out, inputs.an
     table = table.assign(pair=_pair_labels(inputs, table))
@@ -171,6 +179,8 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
         title=f"linear CKA of the same layer ({an.pooling} pooling, {table.n.iloc[0]} parallel sentences)",
         xlabel="layer (0 = embeddings)",
         ylabel="linear CKA",
+        bounds=(0.0, 1.0),
+        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences ({an.parallel_source})"),
     )
     per_pair = {
         p: g.groupby(["layer_a", "layer_b"]).linear.mean().unstack().to_numpy()
@@ -185,6 +195,9 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
         ylabel="layer of the first side",
         vmin=0.0,
         vmax=1.0,
+        colorbar_label="linear CKA",
+        nan_note=_NAN_CELL,
+        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences, {an.pooling} pooling"),
     )
     if len(inputs.tasks) == 1:
         for mask in an.sides:  # language × language at each mask kind: the headline matrix
@@ -205,6 +218,8 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
                 vmin=0.0,
                 vmax=1.0,
                 colorbar_label="linear CKA",
+                nan_note=_NAN_CELL,
+                note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences, {an.pooling} pooling"),
             )
     return figures
 

@@ -70,6 +70,27 @@ class Inputs:
         ups = upstream if upstream is not None else [self.mask_key(*k) for k in self.keys()]
         return store.analysis_key(self.cfg, self.tasks, self.langs, self.seeds, ups)
 
+    def note(self, split: str = "", n: int | str = "", extra: str = "") -> str:
+        """One line that says what a figure or table was made from: the model, tasks, pruning method
+        and its data, seeds, and the split and number of examples (or sentences) it evaluates."""
+        p = self.cfg.pruning
+        method = str(self.method)
+        if "n_examples" in p:
+            method += f" on {p.n_examples} examples per language, threshold {p.threshold:g}"
+        seeds = ", ".join(map(str, self.seeds))
+        parts = [
+            f"{self.model_name} on {'+'.join(self.tasks)}",
+            f"pruning {method}",
+            f"seed{'s' if len(self.seeds) > 1 else ''} {seeds}",
+        ]
+        if split:
+            parts.append(f"{split} split" + (f", n = {n} per language" if n != "" else ""))
+        elif n != "":
+            parts.append(f"n = {n}")
+        if extra:
+            parts.append(extra)
+        return " · ".join(parts)
+
     def checkpoint(self, name: str) -> store.Checkpoint:
         """Resumable state of one training inside the analysis (e.g. a stitch), kept until it is done."""
         file = self.partial / f"{name}.pt" if self.partial is not None else None

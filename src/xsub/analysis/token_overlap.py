@@ -113,6 +113,8 @@ def run(inputs: Inputs) -> Result:
         vmin=0.0,
         vmax=1.0,
         colorbar_label="share",
+        note=inputs.note(n=f"{len(data)} parallel sentences ({inputs.an.parallel_source})")
+        + f" · tokenizer of the finetuned {inputs.model_name}",
     )
     rows = [
         [r.lang, int(r.types), int(r.shared_types), r.type_overlap, r.token_overlap]
