@@ -81,3 +81,20 @@ def test_documented_command_validates(doc, line, argv, error, monkeypatch):
         assert str(err).startswith(shown), f"{doc}:{line}: documented {error!r}, got {err}"
         return
     assert n >= 1
+
+
+REAL_TASKS = ("xnli", "paws-x", "marc", "wikiann", "wiki-mlm")
+
+
+@pytest.mark.parametrize(
+    ("doc", "line", "argv", "error"), COMMANDS, ids=[f"{f}:{n}" for f, n, *_ in COMMANDS]
+)
+def test_documented_real_task_names_its_model(doc, line, argv, error):
+    """Without model= a command runs the embedded synth-bert, which knows only the synthetic languages."""
+    tasks = [a.split("=", 1)[1] for a in argv if a.startswith("task=")]
+    if (
+        error is None
+        and any(t in REAL_TASKS for t in tasks)
+        and not any(a.startswith("model=") for a in argv)
+    ):
+        pytest.fail(f"{doc}:{line}: python -m xsub {shlex.join(argv)} runs synth-bert; add model=")
