@@ -238,7 +238,33 @@ def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a]
     if _task_from_analysis_tasks(overrides) != overrides:
         sys.argv.insert(1, _task_from_analysis_tasks(overrides)[0])
-    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+    slurm = any(a.split("=", 1)[0] == "hydra/launcher" and "slurm" in a for a in sys.argv[1:])
+    if slurm:  # let a failed submission reach us instead of Hydra's 47-line report
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+    except Exception as err:
+        if slurm and _submission_error(err):
+            fail(ConfigError(_submission_error(err)))
+        raise
+
+
+def _submission_error(err: BaseException) -> str:
+    """One line for a sweep that could not be submitted to Slurm (no cluster here, sbatch failing)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        text = str(seen).strip()
+        if type(seen).__name__ == "FailedJobError" or "sbatch" in text or isinstance(seen, FileNotFoundError):
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            reason = next(
+                (ln for ln in reversed(lines) if "fatal" in ln or "error" in ln), lines[-1] if lines else ""
+            )
+            return (
+                f"could not submit the sweep to Slurm ({reason.strip()}); check the cluster with `sinfo`, "
+                "or run it here with hydra/launcher=local"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 if __name__ == "__main__":

@@ -142,6 +142,16 @@ def read_local(
         ) from e
 
 
+_LOGGED: set[tuple] = set()
+
+
+def _log_once(msg: str, *args: Any) -> None:
+    """A load is said once per process: an MLM task carves its dev and test rows out of the same
+    split, so the same files are read three times (the repeats are debug lines)."""
+    (log.debug if args in _LOGGED else log.info)(msg, *args)
+    _LOGGED.add(args)
+
+
 def load_hub(
     hub_id: str,
     subset: str,
@@ -159,7 +169,7 @@ def load_hub(
     """
     what = what or "/".join(x for x in (hub_id, subset) if x)
     repo, revision = split_revision(hub_id)
-    log.info("loading %s %s from %s (subset %r)", what, split, hub_id, subset or None)
+    _log_once("loading %s %s from %s (subset %r)", what, split, hub_id, subset or None)
     if not Path(repo).is_dir():
         _offline_unless_reachable()
     kwargs: dict[str, Any] = {"split": split, "revision": revision, "streaming": streaming}
@@ -236,7 +246,7 @@ def load_raw(
                 f"no {split} file for {what} under {path}: expected "
                 f"{expected_pattern(path, subset, split)}; check data.path"
             )
-        log.info("loading %s %s from %d local %s file(s) under %s", what, split, len(files), ext, path)
+        _log_once("loading %s %s from %d local %s file(s) under %s", what, split, len(files), ext, path)
         return read_local(files, ext, split, what, streaming=streaming)
     if not hub_id:
         raise ConfigError(f"{what}: no hub_id and no data.path; set task.hub_id or data.path=<dir>")
