@@ -180,7 +180,12 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
         xlabel="layer (0 = embeddings)",
         ylabel="linear CKA",
         bounds=(0.0, 1.0),
-        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences ({an.parallel_source})"),
+        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences ({an.parallel_source})")
+        + (
+            "\nmissing points: " + _NAN_CELL
+            if any(np.isnan(v).any() for v in map(np.asarray, series.values()))
+            else ""
+        ),
     )
     per_pair = {
         p: g.groupby(["layer_a", "layer_b"]).linear.mean().unstack().to_numpy()

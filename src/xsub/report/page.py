@@ -63,6 +63,7 @@ def fig_heads_kept(pruning: pd.DataFrame, out: Path) -> list[Figure]:
         ylabel=f"heads kept (of {total})",
         errors=errors if many_seeds else None,
         band_label="± std over seeds" if many_seeds else "",
+        bounds=(0.0, float(total)),
         note=_settings_note(frame),
     )
     return [Figure(title, path.name, note=f"series: {', '.join(series)}")]
