@@ -136,6 +136,12 @@ def _notes(fig: Figure, arrays: Sequence[np.ndarray], note: str, nan_note: str) 
         fig.text(0.0, 0.0, "\n".join(parts), ha="left", va="top", fontsize=7.5, color="0.25", wrap=True)
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """A panel title in lines of at most about `width` characters, broken at spaces only (a label
+    like synth-cls/xsvo/own is never split at its hyphens)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [text]
+
+
 def _cell_font(rows: int, cols: int) -> float:
     return 9.0 if max(rows, cols) <= 6 else 7.5 if max(rows, cols) <= 9 else 6.5
 
@@ -234,7 +240,7 @@ def heatmap_grid(
     longest = max(len(k) for k in arrays)
     panel_w = max(1.6, max_c * cell + 0.5, min(3.0, 0.045 * longest + 0.4))
     wrap_at = max(12, int(panel_w / 0.075))  # characters of a 7.5 pt title across the panel, with a gap
-    title_lines = max(len(textwrap.wrap(k, wrap_at)) for k in arrays)
+    title_lines = max(len(_wrap(k, wrap_at)) for k in arrays)
     panel_h = max(1.4, max_r * cell + 0.7) + 0.14 * (title_lines - 1)
     width = min(20.0, ncols * panel_w + 1.4)
     height = min(20.0, nrows * panel_h + (0.5 if title else 0.0) + 0.6)
@@ -252,7 +258,7 @@ def heatmap_grid(
             aspect="equal",
             interpolation="nearest",
         )
-        ax.set_title("\n".join(textwrap.wrap(name, wrap_at)), fontsize=7.5 if len(name) > 14 else 9)
+        ax.set_title("\n".join(_wrap(name, wrap_at)), fontsize=7.5 if len(name) > 14 else 9)
         r, c = arr.shape
         if max(r, c) <= 16:
             ax.set_yticks(range(r))

@@ -191,6 +191,10 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
         p: g.groupby(["layer_a", "layer_b"]).linear.mean().unstack().to_numpy()
         for p, g in table.groupby("pair", sort=False)
     }
+    if len(inputs.tasks) > 1:  # the point of a two-task run: pairs across tasks first
+        crossing = table.drop_duplicates("pair").set_index("pair")
+        crossing = crossing.task_a != crossing.task_b
+        per_pair = dict(sorted(per_pair.items(), key=lambda kv: not crossing[kv[0]]))
     shown = dict(list(per_pair.items())[:16])
     figures["cka_layers"] = plots.heatmap_grid(
         shown,
