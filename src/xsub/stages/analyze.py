@@ -44,7 +44,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         else:
             done = _analyse(cfg, inputs, module or importlib.import_module(name), job)
     figures = "".join(f"  {job.path / f}\n" for f in done["figures"])
-    print(f"{done['summary']}\n\nfigures and tables: {job.path}\n{figures}")
+    an = cfg.analysis
+    extra = f"at most {an.n_sentences} parallel sentences" if "n_sentences" in an else ""
+    what = inputs.note(str(an.split) if "split" in an else "", extra=extra)
+    print(f"{cfg.analysis.name}: {what}\n{done['summary']}\n\nfigures and tables: {job.path}\n{figures}")
     return done
 
 

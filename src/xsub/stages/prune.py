@@ -318,7 +318,13 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
     precision = next(
         (r["precision"] for r in results.values() if r.get("precision")), store.precision_of(cfg)
     )
-    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed} ({precision})"
+    data = (
+        f"; scored on {cfg.pruning.n_examples} train examples per language, the pruning data"
+        if "n_examples" in cfg.pruning
+        else ""
+    )
+    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed}"
+    title += f" ({precision}{data})"
     headers = [
         "lang",
         "heads kept",

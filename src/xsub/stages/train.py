@@ -119,6 +119,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
                 for lang, ds in enc[role].items()
             }
         results["languages"] = langs
+        results["n"] = {role: {lang: len(ds) for lang, ds in enc[role].items()} for role in ("dev", "test")}
         texts = {lang: text_definition(ds) for lang, ds in raw["test"].items() if text_definition(ds)}
         if texts:  # which input text the scores are of (e.g. MARC: title + body, or body only)
             results["text"] = texts
@@ -158,10 +159,23 @@ def _snapshot(step: int, cfg: DictConfig, model, tokenizer, mask, fixed, partial
 
 def results_table(cfg: DictConfig, metrics: dict[str, Any], out: Path) -> str:
     name = metrics["metric"]
-    rows = [[lang, metrics["dev"][lang][name], metrics["test"][lang][name]] for lang in metrics["languages"]]
+    n = metrics.get("n", {})  # examples evaluated per split and language (older runs lack it)
+    count = {role: n.get(role, {}) for role in ("dev", "test")}
+    rows = [
+        [
+            lang,
+            metrics["dev"][lang][name],
+            count["dev"].get(lang, ""),
+            metrics["test"][lang][name],
+            count["test"].get(lang, ""),
+        ]
+        for lang in metrics["languages"]
+    ]
     precision = metrics.get("precision", "fp32")
+    caps = [f"{k} {cfg.data[k]}" for k in ("max_train_examples", "max_eval_examples") if cfg.data[k]]
     title = (
         f"{cfg.task.name} / {cfg.model.name} / seed {cfg.seed}: {name} "
-        f"(best epoch {metrics['best_epoch']}, {precision})"
+        f"(best epoch {metrics['best_epoch']}, {precision}{', data.' + ', data.'.join(caps) if caps else ''})"
     )
-    return format_table(["lang", f"dev {name}", f"test {name}"], rows, title) + f"\nsaved: {out}\n"
+    headers = ["lang", f"dev {name}", "dev n", f"test {name}", "test n"]
+    return format_table(headers, rows, title) + f"\nsaved: {out}\n"
