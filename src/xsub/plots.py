@@ -327,14 +327,18 @@ def lines(
                 raise ValueError(f"series {name!r} has {y.size} values for {xs.size} x values")
     n_points = max(y.size for y in data.values())
     outside = len(data) > 6
-    width = min(12.0, max(5.0, 3.0 + 0.25 * n_points)) + (2.4 if outside else 0.0)
-    fig = _figure(width, 3.6 + (0.3 if title else 0.0))
+    legend_cols = 1 if len(data) <= 16 else 2
+    width = min(12.0, max(5.0, 3.0 + 0.25 * n_points)) + (2.4 * legend_cols if outside else 0.0)
+    height = max(3.6, 0.2 * math.ceil(len(data) / legend_cols) + 0.6) if outside else 3.6
+    fig = _figure(width, height + (0.3 if title else 0.0))
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab10" if len(data) <= 10 else "tab20"]
     styles = ("-", "--", "-.", ":")
     n = len(data)
     dodge = min(0.6 / n, 0.15) if categorical and n > 1 else 0.0
     seen: dict[str, np.ndarray] = {}
+    span = float(np.ptp(xs)) if x is not None and xs.size > 1 else float(max(1, n_points - 1))
+    repeats = 0
     for k, (name, y) in enumerate(data.items()):
         xv = xs if x is not None else np.arange(y.size, dtype=np.float64)
         xv = xv + dodge * (k - (n - 1) / 2)
@@ -344,6 +348,9 @@ def lines(
         )
         seen[name] = y
         label = f"{name} (= {same})" if same is not None else name
+        if same is not None and not categorical:  # a copy of an earlier line: shifted a little, so visible
+            repeats += 1
+            xv = xv + 0.012 * span * repeats
         size = max(3.5, 8.0 - 4.5 * k / max(1, n - 1))
         style = {
             "marker": MARKERS[k % len(MARKERS)],
@@ -397,7 +404,13 @@ def lines(
     if len(data) > 1 or any(data):
         if outside:
             ax.legend(
-                handles, labels_, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+                handles,
+                labels_,
+                fontsize=7.5,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+                ncol=legend_cols,
             )
         else:
             ax.legend(handles, labels_, fontsize=8)

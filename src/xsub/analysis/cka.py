@@ -172,11 +172,17 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
     diag = table[table.layer_a == table.layer_b]
     figures = {}
     series = {p: g.groupby("layer_a").linear.mean().tolist() for p, g in diag.groupby("pair", sort=False)}
+    if len(inputs.tasks) > 1:  # pairs across tasks first, as in the layer × layer grid
+        crossing = diag.drop_duplicates("pair").set_index("pair")
+        crossing = crossing.task_a != crossing.task_b
+        series = dict(sorted(series.items(), key=lambda kv: not crossing[kv[0]]))
+    many = len(series) > 16
+    series = dict(list(series.items())[:16])
     figures["cka_per_layer"] = plots.lines(
         series,
         out / "cka_per_layer.png",
         x=list(range(layers)),
-        title=f"linear CKA of the same layer ({an.pooling} pooling, {table.n.iloc[0]} parallel sentences)",
+        title=f"linear CKA of the same layer ({an.pooling} pooling)" + (" (first 16 pairs)" if many else ""),
         xlabel="layer (0 = embeddings)",
         ylabel="linear CKA",
         bounds=(0.0, 1.0),
