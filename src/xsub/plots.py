@@ -326,9 +326,11 @@ def lines(
             if y.size != xs.size:
                 raise ValueError(f"series {name!r} has {y.size} values for {xs.size} x values")
     n_points = max(y.size for y in data.values())
-    outside = len(data) > 6
+    outside = len(data) > 6 or max(len(k) for k in data) > 24  # many or long labels: beside the axes
     legend_cols = 1 if len(data) <= 16 else 2
-    width = min(12.0, max(5.0, 3.0 + 0.25 * n_points)) + (2.4 * legend_cols if outside else 0.0)
+    longest = max(len(k) for k in data) + 12  # + " (= other)" on a copy
+    legend_w = min(9.0, max(2.4, 0.062 * longest)) * legend_cols if outside else 0.0
+    width = min(12.0, max(5.0, 3.0 + 0.25 * n_points)) + legend_w
     height = max(3.6, 0.2 * math.ceil(len(data) / legend_cols) + 0.6) if outside else 3.6
     fig = _figure(width, height + (0.3 if title else 0.0))
     ax = fig.add_subplot()

@@ -119,7 +119,7 @@ def fig_jaccard(jac: pd.DataFrame, out: Path) -> list[Figure]:
             figures.append(
                 Figure(
                     f"{title}: {model} / {task} / {method}",
-                    note="not drawn: every pair is 1.00, all languages keep the same heads"
+                    note="every pair is 1.00, all languages keep the same heads"
                     + (
                         " (magnitude pruning removes weights, not heads)"
                         if "magnitude" in str(method)
@@ -234,7 +234,8 @@ def _inline(text: str) -> str:
     """Escaped text with `code` and **bold** as HTML (never literal backticks)."""
     text = html.escape(text)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"(?<![\w/])_([^_]+)_(?![\w/])", r"<em>\1</em>", text)
 
 
 def html_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
@@ -299,17 +300,18 @@ class Page:
             elif kind == "p":
                 out.append(f"<p>{_inline(value)}</p>")
             elif kind == "table":
-                out.append(html_table(*value))
+                out.append(f'<div class="wide">{html_table(*value)}</div>')
             elif kind == "img":
                 out.append(f'<p><img src="{html.escape(value[1])}" alt="{html.escape(value[0])}"></p>')
             elif kind == "a":
                 href, text, after = (html.escape(v) for v in (value[1], value[0], value[2]))
                 out.append(f'<p><a href="{href}">{text}</a>{after}</p>')
         style = (
-            "body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.45;max-width:1100px;"
+            "body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.45;max-width:1400px;"
             "margin:2em auto;padding:0 1em;color:#222}"
             "table{border-collapse:collapse;font-size:14px;margin:.6em 0 1.2em}"
-            "td,th{border:1px solid #d0d0d0;padding:4px 10px;text-align:left;vertical-align:top}"
+            "td,th{border:1px solid #d0d0d0;padding:4px 10px;text-align:left;vertical-align:top;"
+            "white-space:nowrap}.wide{overflow-x:auto}"
             "th{background:#eef1f5;font-weight:600}"
             "td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
             "tbody tr:nth-child(even){background:#fafafa}"
