@@ -8,6 +8,7 @@ traceback from inside a job.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -82,12 +84,34 @@ def _task_languages(conf: Path, task: str) -> list[str]:
     return list(node.task.languages if "task" in node else node.languages)
 
 
+def _task_from_analysis_tasks(overrides: list[str]) -> list[str]:
+    """`analysis.tasks=[a,b]` without `task=` runs on task a (not the embedded default, whose
+    languages the real tasks lack): the command names its tasks once."""
+    if _chosen(overrides, "task") is not None:
+        return overrides
+    parser = OverridesParser.create()
+    for ov in parser.parse_overrides(overrides):
+        if ov.key_or_group == "analysis.tasks" and not ov.is_sweep_override():
+            value = ov.value()
+            if isinstance(value, list) and value:
+                return [f"task={value[0]}", *overrides]
+    return overrides
+
+
 def compose_runs(overrides: list[str], multirun: bool) -> list[DictConfig]:
     """Compose (and validate) the config of every job the command line would launch."""
     register_configs(tuple(STAGES))
     conf = conf_dir()
-    _check_group_options(overrides, conf)
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        overrides = _task_from_analysis_tasks(overrides)
+        _check_group_options(overrides, conf)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:  # Hydra's message is several lines and a link
+        line = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"cannot parse {err.override!r}: {line}; quote values that contain = or spaces inside a "
+            "list, e.g. 'key=[\"a=1\"]'"
+        ) from err
     if multirun:
         batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
         jobs = [job for batch in batches for job in batch]
@@ -146,13 +170,17 @@ def _composition_error(err: BaseException, job: list[str]) -> ConfigError:
 
 def _quiet_libraries() -> None:
     """Our own log lines say what was loaded; the libraries' per-map progress bars and load reports
-    (new heads initialised, unused MLM head weights) drown them."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    (new heads initialised, unused MLM head weights) drown them. Set through the environment, which
+    the libraries read when they are imported, so a stage that needs neither (a skip) never loads them."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "datasets" in sys.modules:  # already imported (stage=pipeline in one process, tests)
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
 
 def _terminated(signum: int, _frame: object) -> None:
@@ -198,9 +226,23 @@ def _logs_outside_a_read_only_store(cfg: DictConfig) -> None:
         sys.argv.append(f"hydra.run.dir={run_dir}")
 
 
+def check(argv: list[str]) -> int:
+    """`--check`: compose and validate every job of the command line (sweeps included); the number of
+    jobs, or ConfigError with the one-line reason. Nothing runs and nothing is written."""
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    return len(compose_runs(overrides, multirun=bool(set(argv) & {"-m", "--multirun"})))
+
+
 def main() -> None:
     register_configs(tuple(STAGES))
     argv = sys.argv[1:]
+    if "--check" in argv:
+        try:
+            n = check([a for a in argv if a != "--check"])
+        except ConfigError as err:
+            fail(err)
+        print(f"ok: {n} job{'s' if n != 1 else ''}")
+        sys.exit(0)
     flags = {a for a in argv if a.startswith("-")}
     informational = flags & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion"}
     if not informational:
@@ -212,12 +254,43 @@ def main() -> None:
             fail(err)
         if cfgs and not multirun and not any(o.startswith("hydra.run.dir=") for o in overrides):
             _logs_outside_a_read_only_store(cfgs[0])
-    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+    if flags & {"--cfg", "-c"} and "--resolve" not in flags:
+        sys.argv.append("--resolve")  # print ${xsub_langs:xnli} as the language list it stands for
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a]
+    if _task_from_analysis_tasks(overrides) != overrides:
+        sys.argv.insert(1, _task_from_analysis_tasks(overrides)[0])
+    slurm = any(a.split("=", 1)[0] == "hydra/launcher" and "slurm" in a for a in sys.argv[1:])
+    if slurm:  # let a failed submission reach us instead of Hydra's 47-line report
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)()
+    except Exception as err:
+        if slurm and _submission_error(err):
+            fail(ConfigError(_submission_error(err)))
+        raise
     from xsub import sweep
 
     code = sweep.finish()  # a sweep: one line per job; 1 if any job failed
     if code:
         sys.exit(code)
+
+
+def _submission_error(err: BaseException) -> str:
+    """One line for a sweep that could not be submitted to Slurm (no cluster here, sbatch failing)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        text = str(seen).strip()
+        if type(seen).__name__ == "FailedJobError" or "sbatch" in text or isinstance(seen, FileNotFoundError):
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            reason = next(
+                (ln for ln in reversed(lines) if "fatal" in ln or "error" in ln), lines[-1] if lines else ""
+            )
+            return (
+                f"could not submit the sweep to Slurm ({reason.strip()}); check the cluster with `sinfo`, "
+                "or run it here with hydra/launcher=local"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 if __name__ == "__main__":

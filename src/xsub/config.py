@@ -174,6 +174,9 @@ class PruningBase:
     # which finetuned run: own = trained on the pruned language alone, all = the multilingual one
     # (IMP, which finetunes while it prunes: its training data, the language alone or all of them)
     model_langs: ModelLangs = ModelLangs.all
+    # prune even a classifier whose unpruned accuracy is within noise of chance (xsub.sanity); not
+    # part of any identity. IMP starts from the pretrained model, so it is never checked
+    allow_chance: bool = False
 
 
 @dataclass
@@ -496,9 +499,9 @@ class XsubConfig:
 def task_languages(source: str) -> list[str]:
     """Language codes a data source has (one table in xsub.languages; the synthetic ones are generated)."""
     if source == "synthetic":
-        from xsub.data.synthetic import LANGUAGES as SYNTHETIC
+        from xsub.languages import SYNTHETIC_LANGUAGES  # not xsub.data: that imports datasets
 
-        return list(SYNTHETIC)
+        return list(SYNTHETIC_LANGUAGES)
     from xsub import languages
 
     return list(getattr(languages, source.upper().replace("-", "")))

@@ -13,6 +13,7 @@ colour scale is shared by small multiples, and long label lists are thinned.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,24 @@ def _annotate(ax: Any, arr: np.ndarray, image: Any, fmt: str, fontsize: float) -
         ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize, color="w" if dark else "k")
 
 
+def _notes(fig: Figure, arrays: Sequence[np.ndarray], note: str, nan_note: str) -> None:
+    """A small text under the figure: what grey cells mean (only when there are any) and `note` (the
+    split, n and settings the figure was made with)."""
+    parts = []
+    if any(np.isnan(a).any() for a in arrays):
+        parts.append(f"grey cells (–): {nan_note or 'no value'}")
+    if note:
+        parts.append(note)
+    if parts:
+        fig.text(0.0, 0.0, "\n".join(parts), ha="left", va="top", fontsize=7.5, color="0.25", wrap=True)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """A panel title in lines of at most about `width` characters, broken at spaces only (a label
+    like synth-cls/xsvo/own is never split at its hyphens)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [text]
+
+
 def _cell_font(rows: int, cols: int) -> float:
     return 9.0 if max(rows, cols) <= 6 else 7.5 if max(rows, cols) <= 9 else 6.5
 
@@ -145,11 +164,14 @@ def heatmap(
     cmap: Any = "viridis",
     fmt: str = ".2f",
     colorbar_label: str = "",
+    note: str = "",
+    nan_note: str = "",
 ) -> Path:
     """One matrix as a heatmap, e.g. Jaccard language x language, cross-evaluation, CKA layer x layer.
 
     `matrix` is [len(rows), len(cols)] (numpy or torch); NaN cells are grey. Values are written into
-    the cells (with `fmt`) when the matrix is at most `ANNOTATE_MAX` a side.
+    the cells (with `fmt`) when the matrix is at most `ANNOTATE_MAX` a side. `nan_note` says what a
+    grey cell means (written under the figure when there is one); `note` adds a line there (split, n).
     """
     arr = _array(matrix)
     n_rows, n_cols = arr.shape
@@ -177,6 +199,7 @@ def heatmap(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _notes(fig, [arr], note, nan_note)
     return _save(fig, path)
 
 
@@ -194,10 +217,13 @@ def heatmap_grid(
     annotate: bool = False,
     fmt: str = ".2f",
     colorbar_label: str = "",
+    note: str = "",
+    nan_note: str = "",
 ) -> Path:
     """Small multiples on one colour scale (one colorbar): e.g. every language's head mask [L, H]
     (kept = 1), or CKA layer x layer per language pair. Panels are titled by their key; rows and
     columns are labelled by index. `annotate` writes values into panels at most `ANNOTATE_MAX` a side.
+    Long panel titles are wrapped to the panel's width; `note` and `nan_note` as for `heatmap`.
     """
     if not matrices:
         raise ValueError("heatmap_grid needs at least one matrix")
@@ -211,8 +237,11 @@ def heatmap_grid(
     max_c = max(a.shape[1] for a in arrays.values())
     small = max(max_r, max_c) <= ANNOTATE_MAX
     cell = (0.45 if annotate else 0.25) if small else max(0.05, min(0.2, 4.0 / max(max_r, max_c)))
-    panel_w = max(1.6, max_c * cell + 0.5)
-    panel_h = max(1.4, max_r * cell + 0.7)
+    longest = max(len(k) for k in arrays)
+    panel_w = max(1.6, max_c * cell + 0.5, min(3.0, 0.045 * longest + 0.4))
+    wrap_at = max(12, int(panel_w / 0.075))  # characters of a 7.5 pt title across the panel, with a gap
+    title_lines = max(len(_wrap(k, wrap_at)) for k in arrays)
+    panel_h = max(1.4, max_r * cell + 0.7) + 0.14 * (title_lines - 1)
     width = min(20.0, ncols * panel_w + 1.4)
     height = min(20.0, nrows * panel_h + (0.5 if title else 0.0) + 0.6)
     fig = _figure(width, height)
@@ -229,7 +258,7 @@ def heatmap_grid(
             aspect="equal",
             interpolation="nearest",
         )
-        ax.set_title(name, fontsize=9)
+        ax.set_title("\n".join(_wrap(name, wrap_at)), fontsize=7.5 if len(name) > 14 else 9)
         r, c = arr.shape
         if max(r, c) <= 16:
             ax.set_yticks(range(r))
@@ -253,6 +282,7 @@ def heatmap_grid(
         fig.supxlabel(xlabel, fontsize=10)
     if ylabel:
         fig.supylabel(ylabel, fontsize=10)
+    _notes(fig, list(arrays.values()), note, nan_note)
     return _save(fig, path)
 
 
@@ -265,12 +295,19 @@ def lines(
     xlabel: str = "",
     ylabel: str = "",
     errors: Mapping[str, Sequence[float]] | None = None,
+    band_label: str = "",
+    bounds: tuple[float, float] | None = None,
+    note: str = "",
 ) -> Path:
     """One line per series, e.g. the per-layer proportion of heads kept per language or per-layer CKA.
 
-    `x` is shared by every series (numbers, or strings used as category ticks); without it each series
-    is drawn at 0..len-1. `errors[name]` (e.g. the std over seeds) draws a band of +-error around the
-    series; a NaN value leaves a gap.
+    `x` is shared by every series: numbers, or strings, which make a categorical axis drawn as points
+    (side by side, no connecting line); without it each series is drawn at 0..len-1. Every series has
+    its own marker and dash pattern, hollow and of decreasing size, so lines that coincide stay visible,
+    and a series equal to an earlier one says so in the legend ("= other"). `errors[name]` (e.g. the
+    std over seeds) draws a band of ±error (error bars on a categorical axis), clipped to `bounds` (the
+    metric's range, e.g. (0, 1)) and explained in the legend by `band_label`; a NaN value leaves a gap.
+    `note` adds a small line under the figure (split, n, settings).
     """
     if not series:
         raise ValueError("lines needs at least one series")
@@ -289,31 +326,97 @@ def lines(
             if y.size != xs.size:
                 raise ValueError(f"series {name!r} has {y.size} values for {xs.size} x values")
     n_points = max(y.size for y in data.values())
-    fig = _figure(min(12.0, max(5.0, 3.0 + 0.25 * n_points)), 3.6 + (0.3 if title else 0.0))
+    outside = len(data) > 6 or max(len(k) for k in data) > 24  # many or long labels: beside the axes
+    legend_cols = 1 if len(data) <= 16 else 2
+    longest = max(len(k) for k in data) + 12  # + " (= other)" on a copy
+    legend_w = min(9.0, max(2.4, 0.062 * longest)) * legend_cols if outside else 0.0
+    width = min(12.0, max(5.0, 3.0 + 0.25 * n_points)) + legend_w
+    height = max(3.6, 0.2 * math.ceil(len(data) / legend_cols) + 0.6) if outside else 3.6
+    fig = _figure(width, height + (0.3 if title else 0.0))
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab10" if len(data) <= 10 else "tab20"]
+    styles = ("-", "--", "-.", ":")
+    n = len(data)
+    dodge = min(0.6 / n, 0.15) if categorical and n > 1 else 0.0
+    seen: dict[str, np.ndarray] = {}
+    span = float(np.ptp(xs)) if x is not None and xs.size > 1 else float(max(1, n_points - 1))
+    repeats = 0
     for k, (name, y) in enumerate(data.items()):
         xv = xs if x is not None else np.arange(y.size, dtype=np.float64)
+        xv = xv + dodge * (k - (n - 1) / 2)
         color = palette(k % palette.N)
-        ax.plot(xv, y, marker="o", markersize=3.5, linewidth=1.6, color=color, label=name)
+        same = next(
+            (o for o, v in seen.items() if v.shape == y.shape and np.allclose(v, y, equal_nan=True)), None
+        )
+        seen[name] = y
+        label = f"{name} (= {same})" if same is not None else name
+        if same is not None and not categorical:  # a copy of an earlier line: shifted a little, so visible
+            repeats += 1
+            xv = xv + 0.012 * span * repeats
+        size = max(3.5, 8.0 - 4.5 * k / max(1, n - 1))
+        style = {
+            "marker": MARKERS[k % len(MARKERS)],
+            "markersize": size,
+            "markerfacecolor": "none",
+            "markeredgewidth": 1.3,
+            "color": color,
+            "label": label,
+        }
+        if categorical:
+            yerr = errs.get(name)
+            ax.errorbar(xv, y, yerr=yerr, linestyle="", capsize=3 if yerr is not None else 0, **style)
+            continue
+        ax.plot(xv, y, linestyle=styles[k % len(styles)], linewidth=1.4, **style)
         if name in errs:
-            ax.fill_between(xv, y - errs[name], y + errs[name], color=color, alpha=0.18, linewidth=0)
+            lo, hi = y - errs[name], y + errs[name]
+            if bounds is not None:
+                lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+            ax.fill_between(xv, lo, hi, color=color, alpha=0.15, linewidth=0)
     if categorical:
         labels = [str(v) for v in x]  # type: ignore[union-attr]
         step = _tick_step(len(labels))
         rotate = max(len(s) for s in labels) > 4
         ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45 if rotate else 0)
-    elif x is None or np.allclose(xs, np.round(xs)):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+    else:
+        xv_all = xs if x is not None else np.arange(n_points, dtype=np.float64)
+        if np.allclose(xv_all, np.round(xv_all)):
+            if xv_all.size <= 25:
+                ax.set_xticks(np.unique(xv_all))  # exactly the layers (or steps) there are
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if np.unique(xv_all).size == 1:
+                ax.set_xlim(xv_all[0] - 1, xv_all[0] + 1)
+    if bounds is not None:
+        finite = np.concatenate([v[np.isfinite(v)] for v in data.values()])
+        pad = 0.04 * (bounds[1] - bounds[0])
+        lo = min(bounds[0], float(finite.min()) if finite.size else bounds[0]) - pad
+        hi = max(bounds[1], float(finite.max()) if finite.size else bounds[1]) + pad
+        ax.set_ylim(lo, hi)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    handles, labels_ = ax.get_legend_handles_labels()
+    if errs and band_label:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="0.5", alpha=0.3, label=band_label))
+        labels_.append(band_label)
     if len(data) > 1 or any(data):
-        if len(data) > 6:
-            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if outside:
+            ax.legend(
+                handles,
+                labels_,
+                fontsize=7.5,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+                ncol=legend_cols,
+            )
         else:
-            ax.legend(fontsize=8)
+            ax.legend(handles, labels_, fontsize=8)
+    _notes(fig, [], note, "")
     return _save(fig, path)
 
 
@@ -329,6 +432,7 @@ def scatter(
     ylabel: str = "t-SNE 2",
     color_title: str = "",
     marker_title: str = "",
+    note: str = "",
 ) -> Path:
     """2-D points (e.g. a t-SNE of importance vectors): colour = `color_by` (language), marker =
     `marker_by` (task), each with its own legend; `labels` adds a small text next to every point.
@@ -401,4 +505,5 @@ def scatter(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.25)
+    _notes(fig, [], note, "")
     return _save(fig, path)

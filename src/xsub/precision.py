@@ -71,8 +71,6 @@ def resolve(precision: str, device: torch.device | str, hidden_size: int | None 
 def for_run(cfg: Any) -> str:
     """The precision a run's matmuls use: its `precision` on its device for its model (the embedded
     model's size is known from the config; a checkpoint counts as large)."""
-    from xsub.trainer import pick_device
-
     hidden = int(cfg.model.arch.hidden_size) if str(cfg.model.source) == "embedded" else None
     return resolve(str(cfg.precision), pick_device(cfg.train.device), hidden)
 
@@ -93,3 +91,10 @@ def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.
     if resolve(precision, device) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`train.device`: a torch device name, or auto (CUDA where there is one, else the CPU)."""
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -61,6 +61,7 @@ IGNORED = (
     "train.save_steps",  # which snapshots are kept, not how training goes
     "train.device",  # where it runs (the resolved precision is hashed)
     "data.num_workers",  # data loading processes
+    "pruning.allow_chance",  # whether a model at chance may be pruned, not how it is pruned
 )
 
 # The stage that makes each kind, and the store folder it lives in.
@@ -229,7 +230,7 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
     """A prune-stage mask of one language: the pruning settings, its data, and the model it came from."""
     method = str(cfg.pruning.method)
     settings: dict[str, Any] = {
-        "pruning": _plain(cfg.pruning),
+        "pruning": _section(cfg, "pruning"),
         "lang": lang,
         "seed": int(cfg.seed),
         "data": _section(cfg, "data"),

@@ -25,6 +25,7 @@ from xsub import precision as precision_rule
 from xsub import store
 from xsub.config import XsubError
 from xsub.metrics import IGNORE, TaskMetric
+from xsub.precision import pick_device
 from xsub.progress import progress
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(XsubError):
     """Loss became NaN/inf."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

@@ -158,24 +158,49 @@ def _pair_labels(inputs: Inputs, table: pd.DataFrame) -> pd.Series:
     return _label(table, "a", multi) + " ~ " + _label(table, "b", multi)
 
 
+# CKA is 0/0 where one side's representations do not vary over the sentences: with first-token
+# pooling the embedding layer (0) gives every sentence the same [CLS] vector
+_NAN_CELL = (
+    "CKA undefined (a side's representations are constant over the sentences, "
+    "e.g. layer 0 with first-token pooling)"
+)
+
+
 def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]:
     out, an = inputs.out, inputs.an
     table = table.assign(pair=_pair_labels(inputs, table))
     diag = table[table.layer_a == table.layer_b]
     figures = {}
     series = {p: g.groupby("layer_a").linear.mean().tolist() for p, g in diag.groupby("pair", sort=False)}
+    if len(inputs.tasks) > 1:  # pairs across tasks first, as in the layer × layer grid
+        crossing = diag.drop_duplicates("pair").set_index("pair")
+        crossing = crossing.task_a != crossing.task_b
+        series = dict(sorted(series.items(), key=lambda kv: not crossing[kv[0]]))
+    many = len(series) > 16
+    series = dict(list(series.items())[:16])
     figures["cka_per_layer"] = plots.lines(
         series,
         out / "cka_per_layer.png",
         x=list(range(layers)),
-        title=f"linear CKA of the same layer ({an.pooling} pooling, {table.n.iloc[0]} parallel sentences)",
+        title=f"linear CKA of the same layer ({an.pooling} pooling)" + (" (first 16 pairs)" if many else ""),
         xlabel="layer (0 = embeddings)",
         ylabel="linear CKA",
+        bounds=(0.0, 1.0),
+        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences ({an.parallel_source})")
+        + (
+            "\nmissing points: " + _NAN_CELL
+            if any(np.isnan(v).any() for v in map(np.asarray, series.values()))
+            else ""
+        ),
     )
     per_pair = {
         p: g.groupby(["layer_a", "layer_b"]).linear.mean().unstack().to_numpy()
         for p, g in table.groupby("pair", sort=False)
     }
+    if len(inputs.tasks) > 1:  # the point of a two-task run: pairs across tasks first
+        crossing = table.drop_duplicates("pair").set_index("pair")
+        crossing = crossing.task_a != crossing.task_b
+        per_pair = dict(sorted(per_pair.items(), key=lambda kv: not crossing[kv[0]]))
     shown = dict(list(per_pair.items())[:16])
     figures["cka_layers"] = plots.heatmap_grid(
         shown,
@@ -185,6 +210,9 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
         ylabel="layer of the first side",
         vmin=0.0,
         vmax=1.0,
+        colorbar_label="linear CKA",
+        nan_note=_NAN_CELL,
+        note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences, {an.pooling} pooling"),
     )
     if len(inputs.tasks) == 1:
         for mask in an.sides:  # language × language at each mask kind: the headline matrix
@@ -205,6 +233,8 @@ def _figures(inputs: Inputs, table: pd.DataFrame, layers: int) -> dict[str, Any]
                 vmin=0.0,
                 vmax=1.0,
                 colorbar_label="linear CKA",
+                nan_note=_NAN_CELL,
+                note=inputs.note(n=f"{table.n.iloc[0]} parallel sentences, {an.pooling} pooling"),
             )
     return figures
 

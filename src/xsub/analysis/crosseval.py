@@ -27,6 +27,7 @@ def run(inputs: Inputs) -> Result:
             masks = {lang: inputs.mask(task, lang, seed) for lang in inputs.langs}
             model, tokenizer = inputs.model(task, inputs.model_seed(list(masks.values()), seed))
             data = {lang: inputs.batches(task, lang, an.split, tokenizer) for lang in inputs.langs}
+            inputs.evaluated = {lang: sum(len(b["input_ids"]) for b in bs) for lang, bs in data.items()}
             candidates = [("full", "-", None)]
             for lang, mask in masks.items():
                 candidates.append(("own", lang, mask))
@@ -76,8 +77,15 @@ def _figures(inputs: Inputs, table: pd.DataFrame) -> dict:
             ylabel="mask of (A)",
             colorbar_label=name,
             cmap="viridis_r" if name == "perplexity" else "viridis",
+            note=inputs.note(inputs.an.split, _n(inputs)),
         )
     return figures
+
+
+def _n(inputs: Inputs) -> str:
+    """Examples evaluated per language: one number, or min–max where the languages differ."""
+    counts = sorted(set(getattr(inputs, "evaluated", {}).values()))
+    return "" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
 def _summary(inputs: Inputs, table: pd.DataFrame) -> str:
@@ -94,5 +102,5 @@ def _summary(inputs: Inputs, table: pd.DataFrame) -> str:
         headers = [f"{task} {name}: mask \\ eval", *own.columns] + (
             ["random (mean)"] if rnd is not None else []
         )
-        out.append(format_table(headers, rows))
+        out.append(format_table(headers, rows, inputs.note(inputs.an.split, _n(inputs))))
     return "\n\n".join(out)

@@ -32,6 +32,11 @@ DEFAULT_FIX = "prune first: python -m xsub stage=prune ..."
 _KEY = re.compile(r"^round(\d+)/importance/(.+)$")
 
 
+def used_perplexity(perplexity: float, n: int) -> float:
+    """The perplexity t-SNE runs with on n vectors: as asked, or max(1, n - 1) where it is >= n."""
+    return float(perplexity) if perplexity < n else float(max(1, n - 1))
+
+
 def tsne(vectors: np.ndarray, perplexity: float = 10.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE embedding [n, 2] of `vectors` [n, d] (one row per run), deterministic for a `seed`.
 
@@ -55,7 +60,7 @@ def tsne(vectors: np.ndarray, perplexity: float = 10.0, seed: int = 0) -> np.nda
     if perplexity <= 0:
         raise ValueError(f"tsne: perplexity must be > 0, got {perplexity}")
     if perplexity >= n:
-        clamped = float(max(1, n - 1))
+        clamped = used_perplexity(perplexity, n)
         log.warning("tsne: perplexity %g >= %d samples; using %g", perplexity, n, clamped)
         perplexity = clamped
     if np.all(x == x[0]):  # no neighbourhoods to keep (and sklearn's PCA init divides by a zero std)
@@ -110,6 +115,7 @@ def run(inputs: Inputs) -> Result:
         for k in keys
     ]
     points = tsne(np.stack(vectors), inputs.an.perplexity, seed=inputs.seeds[0])
+    used = used_perplexity(inputs.an.perplexity, len(vectors))
     table = pd.DataFrame(
         [{"task": t, "lang": lang, "seed": s, "x": x, "y": y} for (t, lang, s), (x, y) in zip(keys, points)]
     )
@@ -119,7 +125,13 @@ def run(inputs: Inputs) -> Result:
         color_by=[k[1] for k in keys],
         marker_by=[k[0] for k in keys],
         labels=[f"s{k[2]}" for k in keys] if len(inputs.seeds) > 1 else None,
-        title=f"t-SNE of final head importance ({inputs.method}, perplexity {inputs.an.perplexity:g})",
+        title=f"t-SNE of final head importance ({inputs.method}, perplexity {used:g})",
+        note=inputs.note(n=f"{len(vectors)} importance vectors")
+        + (
+            f" · perplexity {inputs.an.perplexity:g} asked, {used:g} used (< n)"
+            if used != inputs.an.perplexity
+            else ""
+        ),
         color_title="language",
         marker_title="task",
     )

@@ -11,24 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import torch
 from omegaconf import DictConfig
-from transformers import AutoTokenizer
 
 from xsub import store
 from xsub.config import ConfigError, selected_languages, task_config
-from xsub.data import load_split
-from xsub.data.encode import encode
-from xsub.data.parallel import load_parallel
-from xsub.data.synthetic import ensure_synthetic
 from xsub.mask import Mask
-from xsub.metrics import TaskMetric, task_metric
-from xsub.model import load_finetuned
+from xsub.precision import pick_device
 from xsub.store import Key as StoreKey
-from xsub.trainer import Collator, pick_device
+
+if TYPE_CHECKING:  # imported where used: a finished analysis is skipped without datasets/transformers
+    import datasets
+    import torch
+
+    from xsub.metrics import TaskMetric
 
 Key = tuple[str, str, int]  # (task, lang, seed)
 
@@ -73,6 +70,27 @@ class Inputs:
         ups = upstream if upstream is not None else [self.mask_key(*k) for k in self.keys()]
         return store.analysis_key(self.cfg, self.tasks, self.langs, self.seeds, ups)
 
+    def note(self, split: str = "", n: int | str = "", extra: str = "") -> str:
+        """One line that says what a figure or table was made from: the model, tasks, pruning method
+        and its data, seeds, and the split and number of examples (or sentences) it evaluates."""
+        p = self.cfg.pruning
+        method = str(self.method)
+        if "n_examples" in p:
+            method += f" on {p.n_examples} examples per language, threshold {p.threshold:g}"
+        seeds = ", ".join(map(str, self.seeds))
+        parts = [
+            f"{self.model_name} on {'+'.join(self.tasks)}",
+            f"pruning {method}",
+            f"seed{'s' if len(self.seeds) > 1 else ''} {seeds}",
+        ]
+        if split:
+            parts.append(f"{split} split" + (f", n = {n} per language" if n != "" else ""))
+        elif n != "":
+            parts.append(f"n = {n}")
+        if extra:
+            parts.append(extra)
+        return " · ".join(parts)
+
     def checkpoint(self, name: str) -> store.Checkpoint:
         """Resumable state of one training inside the analysis (e.g. a stitch), kept until it is done."""
         file = self.partial / f"{name}.pt" if self.partial is not None else None
@@ -107,6 +125,8 @@ class Inputs:
         return store.upstream(self.cfg, str(self.cfg.stage), task=name)
 
     def metric(self, task: str) -> TaskMetric:
+        from xsub.metrics import task_metric
+
         return task_metric(self.task(task))
 
     # ---- masks and pruning histories --------------------------------------------------------------
@@ -177,10 +197,14 @@ class Inputs:
             return directory / "model"
 
     def tokenizer(self, task: str, seed: int) -> Any:
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(self.finetuned_dir(task, seed))
 
     def model(self, task: str, seed: int) -> tuple[Any, Any]:
         """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device."""
+        from xsub.model import load_finetuned
+
         key = self.model_key(task, seed)
         with self.open(key, f"finetuned {self.model_name} for task {task}") as directory:
             model, tokenizer = load_finetuned(directory / "model", self.task(task).kind)
@@ -188,6 +212,9 @@ class Inputs:
 
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:
         """Split `role` of (task, lang), tokenized; the first `n` of a fixed shuffle when n > 0."""
+        from xsub.data import load_split
+        from xsub.data.encode import encode
+
         cfg = self.task_cfg(task)
         ds = load_split(cfg, lang, role)
         if n and len(ds) > n:
@@ -198,6 +225,8 @@ class Inputs:
         self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0, batch_size: int = 0
     ) -> list[dict]:
         """Materialised batches (so every mask sees the same batches and, for MLM, the same masked tokens)."""
+        from xsub.trainer import Collator
+
         enc = self.encoded(task, lang, role, tokenizer, n)
         collate = Collator(tokenizer, self.task(task).kind, self.cfg.data.mlm_probability, seed=0)
         size = batch_size or self.cfg.train.eval_batch_size
@@ -207,6 +236,9 @@ class Inputs:
 
     def parallel(self, langs: list[str], n: int = 0) -> datasets.Dataset:
         """Aligned sentences of `langs` (column per language) from `analysis.parallel_source`."""
+        from xsub.data.parallel import load_parallel
+        from xsub.data.synthetic import ensure_synthetic
+
         source = self.an.parallel_source
         path = self.an.parallel_path
         if source == "auto":

@@ -184,7 +184,8 @@ def run(inputs: Inputs) -> Result:
             title=title,
             vmin=0.0,
             vmax=1.0,
-            colorbar_label="Jaccard",
+            colorbar_label="Jaccard |A∩B| / |A∪B|",
+            note=inputs.note(),
         )
         pl = tables["per_layer"][tables["per_layer"].part == part]
         pl = pl.assign(label=pl.task + "/" + pl.lang if multi else pl.lang)
@@ -200,8 +201,11 @@ def run(inputs: Inputs) -> Result:
             out / f"per_layer_{part}.png",
             title=f"proportion of {part} kept per layer ({seeds})",
             xlabel="layer",
-            ylabel="kept",
+            ylabel="share kept",
             errors=errors if len(inputs.seeds) > 1 else None,
+            band_label=f"± std over {len(inputs.seeds)} seeds (clipped to [0, 1])",
+            bounds=(0.0, 1.0),
+            note=inputs.note(),
         )
     first = inputs.seeds[0]
     grids = {_label(k, multi): m.heads.float().numpy() for k, m in masks.items() if k[2] == first}
@@ -214,6 +218,8 @@ def run(inputs: Inputs) -> Result:
         vmin=0.0,
         vmax=1.0,
         cmap="Greens",
+        colorbar_label="1 = kept, 0 = pruned",
+        note=inputs.note(),
     )
     return Result(tables, figures, summary(tables, parts, multi, inputs))
 

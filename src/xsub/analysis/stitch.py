@@ -549,6 +549,10 @@ def _figure(inputs: Inputs, table: pd.DataFrame) -> Any:
         title=f"stitched {name} by layer (front mask: {inputs.an.front_mask})",
         xlabel="stitch layer (0 = embeddings)",
         ylabel=name,
+        note=inputs.note(
+            inputs.an.split,
+            extra=f"map: {inputs.an.epochs} epochs, {inputs.an.train_examples} end-language examples",
+        ),
     )
 
 

@@ -10,6 +10,7 @@ disjoint vocabularies.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from xsub.analysis.inputs import Inputs
 from xsub.tables import format_table
 
 BATCH = 1000  # texts per tokenizer call (fast tokenizers batch in Rust)
+
+log = logging.getLogger(__name__)
 
 
 def _token_counts(tokenizer: Any, texts: Sequence[str], unk: int | None) -> tuple[dict[int, int], int]:
@@ -85,6 +88,13 @@ def run(inputs: Inputs) -> Result:
     """stage=analyze analysis=token_overlap: parallel data, the finetuned model's tokenizer."""
     ref = inputs.an.reference
     if ref not in inputs.task(inputs.tasks[0]).languages:
+        log.warning(
+            "token_overlap: task %s has no reference language %r; using %s, the first language of the "
+            "run (set analysis.reference=<code>)",
+            inputs.tasks[0],
+            ref,
+            inputs.langs[0],
+        )
         ref = inputs.langs[0]  # e.g. the synthetic languages have no English
     langs = list(dict.fromkeys([ref, *inputs.langs]))
     data = inputs.parallel(langs)
@@ -103,6 +113,8 @@ def run(inputs: Inputs) -> Result:
         vmin=0.0,
         vmax=1.0,
         colorbar_label="share",
+        note=inputs.note(n=f"{len(data)} parallel sentences ({inputs.an.parallel_source})")
+        + f" · tokenizer of the finetuned {inputs.model_name}",
     )
     rows = [
         [r.lang, int(r.types), int(r.shared_types), r.type_overlap, r.token_overlap]

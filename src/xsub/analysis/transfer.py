@@ -84,6 +84,8 @@ def run(inputs: Inputs) -> Result:
         xlabel="mask of (language) / [baseline]",
         ylabel="target language",
         colorbar_label=name,
+        nan_note="no retrained run for this cell",
+        note=inputs.note(split, extra="retrained runs' metrics (stage=train mask.source=...)"),
     )
     multi = len(inputs.seeds) > 1
     cells = [

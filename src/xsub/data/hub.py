@@ -25,6 +25,7 @@ with extra fields), naming the file and the fix (`read_local`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,16 @@ def read_local(
         ) from e
 
 
+_LOGGED: set[tuple] = set()
+
+
+def _log_once(msg: str, *args: Any) -> None:
+    """A load is said once per process: an MLM task carves its dev and test rows out of the same
+    split, so the same files are read three times (the repeats are debug lines)."""
+    (log.debug if args in _LOGGED else log.info)(msg, *args)
+    _LOGGED.add(args)
+
+
 def load_hub(
     hub_id: str,
     subset: str,
@@ -149,6 +160,7 @@ def load_hub(
     what: str = "",
     data_files: dict[str, str] | None = None,
     streaming: bool = False,
+    local_hint: str = "",
 ) -> datasets.Dataset | datasets.IterableDataset:
     """One split from a hub repository (or a local copy of one: `hub_id` a directory), as the hub has it.
 
@@ -157,7 +169,9 @@ def load_hub(
     """
     what = what or "/".join(x for x in (hub_id, subset) if x)
     repo, revision = split_revision(hub_id)
-    log.info("loading %s %s from %s (subset %r)", what, split, hub_id, subset or None)
+    _log_once("loading %s %s from %s (subset %r)", what, split, hub_id, subset or None)
+    if not Path(repo).is_dir():
+        _offline_unless_reachable()
     kwargs: dict[str, Any] = {"split": split, "revision": revision, "streaming": streaming}
     if data_files:
         kwargs["data_files"] = data_files
@@ -170,11 +184,49 @@ def load_hub(
                 f"{what}: {repo} is gated ({type(e).__name__}: {reason}); accept its terms at "
                 f"https://huggingface.co/datasets/{repo} and log in (hf auth login, or HF_TOKEN=<token>)"
             ) from e
+        local = local_hint or (
+            f"data.path=<dir> with local files laid out as <dir>/{subset or '.'}/{split}-*.parquet"
+        )
+        cache = (
+            "or download it once online (offline mode reads only the local cache, which lacks it)"
+            if datasets.config.HF_HUB_OFFLINE
+            else "or set HF_HUB_OFFLINE=1 with a populated cache"
+        )
         raise ConfigError(
             f"could not load {what} split {split} from the hub ({type(e).__name__}: {reason}); "
-            f"pass data.path=<dir> with local files laid out as <dir>/{subset or '.'}/{split}-*.parquet, "
-            f"or set HF_HUB_OFFLINE=1 with a populated cache"
+            f"pass {local}, {cache}"
         ) from e
+
+
+_REACHABLE: bool | None = None
+
+
+def _offline_unless_reachable(timeout: float = 3.0) -> None:
+    """Without a network, the hub client retries for about 30 s with a warning per retry before it
+    fails or falls back to the cache. One quick connection test instead: if the hub cannot be reached,
+    say so in one line and read the local cache only (offline mode) from then on."""
+    global _REACHABLE
+    if _REACHABLE is not None or datasets.config.HF_HUB_OFFLINE:
+        return
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub_constants
+
+    url = urlparse(hub_constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+        _REACHABLE = True
+    except OSError as err:
+        _REACHABLE = False
+        log.warning(
+            "the hub (%s) cannot be reached (%s): reading the local cache only, as with HF_HUB_OFFLINE=1",
+            url.hostname,
+            err.__class__.__name__,
+        )
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub_constants.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
 
 
 def load_raw(
@@ -194,7 +246,7 @@ def load_raw(
                 f"no {split} file for {what} under {path}: expected "
                 f"{expected_pattern(path, subset, split)}; check data.path"
             )
-        log.info("loading %s %s from %d local %s file(s) under %s", what, split, len(files), ext, path)
+        _log_once("loading %s %s from %d local %s file(s) under %s", what, split, len(files), ext, path)
         return read_local(files, ext, split, what, streaming=streaming)
     if not hub_id:
         raise ConfigError(f"{what}: no hub_id and no data.path; set task.hub_id or data.path=<dir>")

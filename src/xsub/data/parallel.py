@@ -147,7 +147,11 @@ def load_hub_lang(source: str, lang: str, split: str, path: str = "") -> dataset
         return load_raw(src.hub_id, subset, raw_split, path, what=what)
     hub_id = str(Path(path).expanduser()) if path else src.hub_id
     files = {raw_split: src.data_files.format(subset=subset, split=raw_split)} if src.data_files else None
-    ds = load_hub(hub_id, subset, raw_split, what=what, data_files=files)
+    hint = (
+        f"analysis.parallel_path=<dir> with the hub's files of {src.hub_id} ({source}), or "
+        "analysis.parallel_source=<dir> of <lang>.parquet files with id, sentence columns"
+    )
+    ds = load_hub(hub_id, subset, raw_split, what=what, data_files=files, local_hint=hint)
     if len(ds) == 0:
         raise ConfigError(f"{what}: {hub_id} has no rows for {subset} {raw_split}; check the language code")
     return ds
@@ -184,7 +188,9 @@ def load_parallel(source: str, langs: list[str], split: str, path: str = "", n: 
     if source in LOCAL_SOURCES or (source not in HUB_SOURCES and Path(source).expanduser().is_dir()):
         path = path or (source if source not in LOCAL_SOURCES else "")
         if not path:
-            raise ConfigError(f"parallel source '{source}' needs a directory: pass path=<dir> (data.path)")
+            raise ConfigError(
+                f"parallel source '{source}' needs a directory: pass analysis.parallel_path=<dir>"
+            )
         for lang in langs:
             per_lang[lang] = _columns(_local_lang(path, lang, split), "id", "sentence", f"parallel/{lang}")
         return align(per_lang, n)

@@ -62,16 +62,47 @@ def fig_heads_kept(pruning: pd.DataFrame, out: Path) -> list[Figure]:
         xlabel="language",
         ylabel=f"heads kept (of {total})",
         errors=errors if many_seeds else None,
+        band_label="± std over seeds" if many_seeds else "",
+        bounds=(0.0, float(total)),
+        note=_settings_note(frame),
     )
     return [Figure(title, path.name, note=f"series: {', '.join(series)}")]
 
 
-def _language_matrix(mean: pd.DataFrame, path: Path, title: str, label: str) -> None:
-    """A [0, 1] measure between languages (Jaccard, CKA) as a square heatmap in sorted order."""
+def _settings_note(frame: pd.DataFrame) -> str:
+    """The runs a report figure shows: models, tasks, methods, seeds and the pruning data per language."""
+    parts = []
+    for col, name in (("model", "model"), ("task", "task"), ("method", "pruning"), ("seed", "seeds")):
+        if col in frame:
+            parts.append(f"{name} {_list(sorted(frame[col].dropna().unique()))}")
+    if "n_examples" in frame and frame.n_examples.notna().any():
+        parts.append(
+            f"{_list(sorted(frame.n_examples.dropna().astype(int).unique()))} pruning examples per language"
+        )
+    return " · ".join(parts)
+
+
+def _language_matrix(
+    mean: pd.DataFrame, path: Path, title: str, label: str, nan_note: str = "", note: str = ""
+) -> None:
+    """A [0, 1] symmetric measure between languages (Jaccard, CKA) as a square heatmap in sorted
+    order: a pair measured one way round fills both cells, the diagonal is 1."""
     order = sorted(set(mean.index) | set(mean.columns))
     mean = mean.reindex(index=order, columns=order)
+    values = mean.to_numpy(dtype=float)
+    values = np.where(np.isnan(values), values.T, values)
+    np.fill_diagonal(values, 1.0)
     plots.heatmap(
-        mean.to_numpy(dtype=float), order, order, path, title=title, vmin=0.0, vmax=1.0, colorbar_label=label
+        values,
+        order,
+        order,
+        path,
+        title=title,
+        vmin=0.0,
+        vmax=1.0,
+        colorbar_label=label,
+        nan_note=nan_note,
+        note=note,
     )
 
 
@@ -84,13 +115,27 @@ def fig_jaccard(jac: pd.DataFrame, out: Path) -> list[Figure]:
         if group[group.lang_a != group.lang_b].empty:
             continue
         seeds = sorted(group.seed.unique())
+        if (group[group.lang_a != group.lang_b].jaccard >= 1.0 - 1e-12).all():
+            figures.append(
+                Figure(
+                    f"{title}: {model} / {task} / {method}",
+                    note="every pair is 1.00, all languages keep the same heads"
+                    + (
+                        " (magnitude pruning removes weights, not heads)"
+                        if "magnitude" in str(method)
+                        else ""
+                    ),
+                )
+            )
+            continue
         name = f"jaccard_{_slug(model, task, method)}.png"
         _language_matrix(
             group.groupby(["lang_a", "lang_b"]).jaccard.mean().unstack(),
             out / name,
             f"Jaccard of kept heads: {task} / {method} (seeds {_list(seeds)}"
             + (", mean)" if len(seeds) > 1 else ")"),
-            "Jaccard",
+            "Jaccard |A∩B| / |A∪B|",
+            note=f"model {model} · task {task} · pruning {method} · seeds {_list(seeds)}",
         )
         figures.append(Figure(f"{title}: {model} / {task} / {method}", name))
     return figures
@@ -119,6 +164,10 @@ def fig_cka(cka: pd.DataFrame | None, out: Path) -> list[Figure]:
             out / name,
             f"linear CKA of own subnetworks, mean over layers ({method}; seeds {_list(seeds)})",
             "linear CKA",
+            nan_note="pair not compared (a cka analysis compares sides that differ in one of task, "
+            "language and mask)",
+            note=f"model {model} · pruning {method} · seeds {_list(seeds)}"
+            + (f" · n = {_list(sorted(group.n.unique()))} parallel sentences" if "n" in group else ""),
         )
         figures.append(Figure(f"{title}: {model} / {method}", name))
     return figures
@@ -148,6 +197,8 @@ def fig_transfer(transfer: pd.DataFrame | None, out: Path) -> list[Figure]:
             xlabel="mask of (language) / [baseline]",
             ylabel="target language",
             colorbar_label=str(metric),
+            nan_note="no retrained run for this cell",
+            note=f"model {model} · tasks {tasks} · pruning {method} · seeds {_list(seeds)}",
         )
         figures.append(Figure(f"{title}: {model} / {tasks} / {method}", name))
     return figures
@@ -176,9 +227,28 @@ def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+_NUMBER = re.compile(r"^[-+]?(\d[\d.,]*(e[-+]?\d+)?|nan|inf)( ± [\d.e+-]+)?%?$", re.IGNORECASE)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` and **bold** as HTML (never literal backticks)."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"(?<![\w/])_([^_]+)_(?![\w/])", r"<em>\1</em>", text)
+
+
 def html_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(_fmt(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    """Headers on a shaded row; text left-aligned, numbers (and mean ± std) right-aligned and rounded."""
+
+    def td(v: Any) -> str:
+        text = _fmt(v)
+        numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        cls = ' class="num"' if numeric or _NUMBER.match(text) else ""
+        return f"<td{cls}>{_inline(text)}</td>"
+
+    head = "".join(f"<th>{_inline(_fmt(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(td(v) for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -228,21 +298,25 @@ class Page:
             if kind == "h":
                 out.append(f"<h{value[0]}>{html.escape(value[1])}</h{value[0]}>")
             elif kind == "p":
-                text = html.escape(value)
-                text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-                text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
-                out.append(f"<p>{text}</p>")
+                out.append(f"<p>{_inline(value)}</p>")
             elif kind == "table":
-                out.append(html_table(*value))
+                out.append(f'<div class="wide">{html_table(*value)}</div>')
             elif kind == "img":
                 out.append(f'<p><img src="{html.escape(value[1])}" alt="{html.escape(value[0])}"></p>')
             elif kind == "a":
                 href, text, after = (html.escape(v) for v in (value[1], value[0], value[2]))
                 out.append(f'<p><a href="{href}">{text}</a>{after}</p>')
         style = (
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}"
+            "body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.45;max-width:1400px;"
+            "margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;font-size:14px;margin:.6em 0 1.2em}"
+            "td,th{border:1px solid #d0d0d0;padding:4px 10px;text-align:left;vertical-align:top;"
+            "white-space:nowrap}.wide{overflow-x:auto}"
+            "th{background:#eef1f5;font-weight:600}"
+            "td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+            "tbody tr:nth-child(even){background:#fafafa}"
+            "code{font-size:13px;background:#f3f3f3;padding:0 3px;border-radius:3px}"
+            "img{max-width:100%;border:1px solid #eee}"
         )
         return (
             f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

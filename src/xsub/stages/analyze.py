@@ -26,20 +26,28 @@ from xsub.analysis.inputs import Inputs
 
 log = logging.getLogger(__name__)
 
+WITH_UPSTREAM = ("transfer",)  # analyses whose module defines upstream(inputs): more inputs to identify
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = Inputs(cfg)
-    module = importlib.import_module(f"xsub.analysis.{cfg.analysis.name}")
-    upstream = module.upstream(inputs) if hasattr(module, "upstream") else None
+    name = f"xsub.analysis.{cfg.analysis.name}"
+    # an analysis module (torch, matplotlib, transformers) is imported only when it has upstream
+    # inputs to name or work to do, so a finished analysis is skipped in about 2 s
+    module = importlib.import_module(name) if cfg.analysis.name in WITH_UPSTREAM else None
+    upstream = module.upstream(inputs) if module is not None else None
     key = inputs.key(upstream)
     with store.claim(cfg, key, force=cfg.force) as job:
         if job.done is not None:
             log.info("already analysed: %s (force=true to redo)", job.path)
             done = job.done
         else:
-            done = _analyse(cfg, inputs, module, job)
+            done = _analyse(cfg, inputs, module or importlib.import_module(name), job)
     figures = "".join(f"  {job.path / f}\n" for f in done["figures"])
-    print(f"{done['summary']}\n\nfigures and tables: {job.path}\n{figures}")
+    an = cfg.analysis
+    extra = f"at most {an.n_sentences} parallel sentences" if "n_sentences" in an else ""
+    what = inputs.note(str(an.split) if "split" in an else "", extra=extra)
+    print(f"{cfg.analysis.name}: {what}\n{done['summary']}\n\nfigures and tables: {job.path}\n{figures}")
     return done
 
 

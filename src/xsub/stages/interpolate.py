@@ -214,6 +214,9 @@ def _interpolate(cfg: DictConfig, run_a: Path, run_b: Path, job: store.Claim) ->
             title=f"{metric.name} along θ(x) = (1−x)·A + x·B (L2 {dist['l2']:.2f}, cos {dist['cosine']:.4f})",
             xlabel="x (0 = A, 1 = B)",
             ylabel=metric.name,
+            note=f"{cfg.model.name} on {cfg.task.name} · {ic.split} split, n = "
+            + ", ".join(f"{lang} {sum(len(b['labels']) for b in data[lang])}" for lang in langs)
+            + f" · {ic.points} points",
         )
         tracker.table("path", table)
         tracker.table("forgetting", forgot)

@@ -18,38 +18,38 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 
-from xsub import store, tracking
+from xsub import sanity, store, tracking
 from xsub.config import selected_languages
-from xsub.data import load_split
-from xsub.data.encode import encode
 from xsub.mask import Mask, MaskMeta
-from xsub.metrics import task_metric
-from xsub.model import config_hash, load_finetuned, load_model
-from xsub.pruning.imp import Segment, imp_num_events, imp_prune
-from xsub.pruning.magnitude import magnitude_prune
-from xsub.pruning.structured import PruneResult, prune_heads
-from xsub.pruning.wanda import wanda_prune
 from xsub.tables import format_table
-from xsub.trainer import Collator, fit, pick_device, score_batches
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+
+# The data, model, metric and pruning modules (datasets, transformers, torchmetrics) are imported
+# where they are used, so a finished prune is skipped in about 2 s.
 
 log = logging.getLogger(__name__)
 
+METRIC_NAMES = {"classification": "accuracy", "ner": "f1", "mlm": "perplexity"}  # xsub.metrics' names
 MASK = "mask.safetensors"  # the subnetwork; magnitude pruning adds random.safetensors and bad.safetensors
 
 
-def pruning_batches(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, torch.Tensor]]:
+def pruning_batches(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, Any]]:
     """`n_examples` training examples of one language, sampled by seed, batched once in length order.
 
     Materialised once so every round sees the same batches (and, for MLM, the same masked tokens);
     sorting by length keeps padding (work on pad tokens) to a minimum.
     """
+    from xsub.data import load_split
+    from xsub.data.encode import encode
+    from xsub.trainer import Collator
+
     ds = load_split(cfg, lang, "train")
     ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.pruning.n_examples, len(ds))))
     enc = encode(ds, tokenizer, cfg.task.kind, cfg.data.max_length)
@@ -99,6 +99,8 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
                     if isinstance(obj, Mask):
                         obj.save(tmp / name)
                     elif isinstance(obj, dict) and name.endswith(".safetensors"):
+                        from safetensors.torch import save_file
+
                         save_file(obj, str(tmp / name))
                     else:
                         (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
@@ -117,10 +119,20 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
 def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
     """The finetuned model to prune (structured, magnitude, Wanda), on the run's device: the run
     trained on `lang` alone (`pruning.model_langs=own`) or on all languages (`all`)."""
+    from xsub.model import config_hash, load_finetuned
+    from xsub.trainer import pick_device
+
     key = store.pruned_model_key(cfg, lang)
     on = key.field("langs")
-    with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name} on {on}") as directory:
-        model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
+    try:
+        with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name} on {on}") as directory:
+            model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
+    except store.Missing as err:
+        if cfg.pruning.model_seed >= 0 or cfg.seed == 0:
+            raise
+        raise store.Missing(
+            f"{err}; or prune a model of another seed with this pruning seed: pruning.model_seed=0"
+        ) from err
     meta.config_hash = config_hash(model)
     meta.extra["finetuned"] = key.id
     meta.extra["model_langs"] = store.model_langs(cfg)
@@ -128,9 +140,26 @@ def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> 
     return model.to(device), tokenizer, device
 
 
+def _chance_guard(cfg: DictConfig, lang: str, loader) -> Any:
+    """A check of the unpruned score: refuses, in one line, a classifier within noise of chance."""
+    chance = sanity.chance_of(loader) if METRIC_NAMES.get(cfg.task.kind) == "accuracy" else None
+    what = f"the finetuned {cfg.model.name} on {cfg.task.name} {lang} (pruning data)"
+    return lambda score: sanity.refuse_if_chance(score, chance, what, cfg.pruning.allow_chance)
+
+
 def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    from xsub.metrics import task_metric
+    from xsub.pruning.structured import prune_heads
+
     model, tokenizer, device = _finetuned(cfg, lang, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
+    guard = _chance_guard(cfg, lang, loader)
+
+    def on_round(r) -> None:
+        if r.round == 0:
+            guard(r.score)
+        tracker.log({"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted})
+
     result = prune_heads(
         model,
         loader,
@@ -140,22 +169,34 @@ def _structured(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         checkpoint=checkpoint,
         mlm=cfg.task.kind == "mlm",
         precision=store.precision_of(cfg),
-        on_round=lambda r: tracker.log(
-            {"round": r.round, "score": r.score, "kept": r.kept(), "accepted": r.accepted}
-        ),
+        on_round=on_round,
     )
+    guard(result.history[0].score)  # a run resumed past round 0 is checked here
     mask = result.mask
     mask.meta = _merged_meta(meta, mask.meta, tokens_per_s=result.tokens_per_s)
     return {MASK: mask, **_history(result)}
 
 
 def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    from xsub.metrics import task_metric
+    from xsub.pruning.magnitude import magnitude_prune
+    from xsub.trainer import score_batches
+
     model, tokenizer, device = _finetuned(cfg, lang, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
+    guard, scored = _chance_guard(cfg, lang, loader), []
+
+    def evaluate(m) -> float:
+        score = score_batches(m, loader, metric, device, store.precision_of(cfg))[metric.name]
+        if not scored:  # the first evaluation is the unpruned model's
+            guard(score)
+        scored.append(score)
+        return score
+
     result = magnitude_prune(
         model,
-        lambda m: score_batches(m, loader, metric, device, store.precision_of(cfg))[metric.name],
+        evaluate,
         cfg.pruning,
         checkpoint=checkpoint,
         seed=cfg.seed,
@@ -163,6 +204,8 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
         meta=meta,
         on_round=lambda h: tracker.log(h),
     )
+    if result.mask.meta.score_before is not None:
+        guard(result.mask.meta.score_before)  # a run resumed past its unpruned score is checked here
     return {
         MASK: result.mask,
         "random.safetensors": result.random,
@@ -173,13 +216,17 @@ def _magnitude(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
 def _wanda(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     """Sun et al. 2024: per-row |W|·‖X‖₂ on this language's calibration tokens (no retraining)."""
+    from xsub.metrics import task_metric
+    from xsub.pruning.wanda import wanda_prune
+    from xsub.subnetwork import masked
+    from xsub.trainer import score_batches
+
     model, tokenizer, device = _finetuned(cfg, lang, meta, job)
     loader = pruning_batches(cfg, lang, tokenizer)
     metric = task_metric(cfg.task)
     precision = store.precision_of(cfg)
     before = score_batches(model, loader, metric, device, precision)[metric.name]
     mask, history = wanda_prune(model, loader, cfg.pruning, device, precision=precision, meta=meta)
-    from xsub.subnetwork import masked
 
     with masked(model, mask):
         after = score_batches(model, loader, metric, device, precision)[metric.name]
@@ -191,6 +238,11 @@ def _wanda(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 def _imp_train_data(cfg: DictConfig, lang: str, tokenizer) -> datasets.Dataset:
     """IMP's training data: the language's train split (`model_langs=own`, Foroutan et al. 2022), or
     every language of the task together (`all`, as `stage=train lang=all` trains)."""
+    import datasets
+
+    from xsub.data import load_split
+    from xsub.data.encode import encode
+
     langs = [lang] if store.model_langs(cfg) == "own" else list(cfg.task.languages)
     kind, length = cfg.task.kind, cfg.data.max_length
     parts = [encode(load_split(cfg, code, "train"), tokenizer, kind, length) for code in langs]
@@ -199,6 +251,13 @@ def _imp_train_data(cfg: DictConfig, lang: str, tokenizer) -> datasets.Dataset:
 
 def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     """IMP with rewinding while finetuning the *pretrained* model on this language (Foroutan et al.)."""
+    from xsub.data import load_split
+    from xsub.data.encode import encode
+    from xsub.metrics import task_metric
+    from xsub.model import config_hash, load_model
+    from xsub.pruning.imp import Segment, imp_num_events, imp_prune
+    from xsub.trainer import Collator, fit
+
     pretrained = None
     pre_key = store.pretrain_key(store.upstream(cfg, "train", lang=lang, mask="none"))
     if pre_key is not None:
@@ -280,7 +339,7 @@ def _merged_meta(base: MaskMeta, found: MaskMeta, **extra: Any) -> MaskMeta:
     return MaskMeta.from_dict(merged)
 
 
-def _history(result: PruneResult) -> dict[str, Any]:
+def _history(result: Any) -> dict[str, Any]:  # a pruning.structured.PruneResult
     """Every round's importance and mask (safetensors) and scores (JSON): curves, t-SNE, seed stability."""
     tensors = {}
     for r in result.history:
@@ -333,12 +392,18 @@ def results_table(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> str:
     precision = next(
         (r["precision"] for r in results.values() if r.get("precision")), store.precision_of(cfg)
     )
-    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed} ({precision})"
+    data = (
+        f"; scored on {cfg.pruning.n_examples} train examples per language, the pruning data"
+        if "n_examples" in cfg.pruning
+        else ""
+    )
+    title = f"prune {cfg.task.name} / {cfg.model.name} / {cfg.pruning.method} / seed {cfg.seed}"
+    title += f" ({precision}{data})"
     headers = [
         "lang",
         "heads kept",
         "MLPs kept",
-        f"{task_metric(cfg.task).name} unpruned -> pruned",
+        f"{METRIC_NAMES.get(cfg.task.kind, 'score')} unpruned -> pruned",
         "rounds",
         "s",
     ]

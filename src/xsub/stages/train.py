@@ -15,18 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import datasets
 from omegaconf import DictConfig, OmegaConf
 
-from xsub import store, subnetwork, tracking
+from xsub import store, tracking
 from xsub.config import selected_languages
-from xsub.data import load_split, text_definition
-from xsub.data.encode import encode
-from xsub.mask_sources import resolve
-from xsub.metrics import task_metric
-from xsub.model import load_model, reinit_weights
 from xsub.tables import format_table
-from xsub.trainer import Collator, evaluate, fit, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +46,18 @@ def _pretrained(cfg: DictConfig, job: store.Claim) -> Path | None:
 
 
 def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
+    # imported here, not at the top: a finished run is skipped without loading torch, datasets or
+    # transformers (the skip answers in about 2 s)
+    import datasets
+
+    from xsub import subnetwork
+    from xsub.data import load_split, text_definition
+    from xsub.data.encode import encode
+    from xsub.mask_sources import resolve
+    from xsub.metrics import task_metric
+    from xsub.model import load_model, reinit_weights
+    from xsub.trainer import Collator, evaluate, fit, pick_device
+
     langs = selected_languages(cfg)
     task = cfg.task
     raw = {role: {lang: load_split(cfg, lang, role) for lang in langs} for role in ("train", "dev", "test")}
@@ -114,6 +119,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
                 for lang, ds in enc[role].items()
             }
         results["languages"] = langs
+        results["n"] = {role: {lang: len(ds) for lang, ds in enc[role].items()} for role in ("dev", "test")}
         texts = {lang: text_definition(ds) for lang, ds in raw["test"].items() if text_definition(ds)}
         if texts:  # which input text the scores are of (e.g. MARC: title + body, or body only)
             results["text"] = texts
@@ -153,10 +159,23 @@ def _snapshot(step: int, cfg: DictConfig, model, tokenizer, mask, fixed, partial
 
 def results_table(cfg: DictConfig, metrics: dict[str, Any], out: Path) -> str:
     name = metrics["metric"]
-    rows = [[lang, metrics["dev"][lang][name], metrics["test"][lang][name]] for lang in metrics["languages"]]
+    n = metrics.get("n", {})  # examples evaluated per split and language (older runs lack it)
+    count = {role: n.get(role, {}) for role in ("dev", "test")}
+    rows = [
+        [
+            lang,
+            metrics["dev"][lang][name],
+            count["dev"].get(lang, ""),
+            metrics["test"][lang][name],
+            count["test"].get(lang, ""),
+        ]
+        for lang in metrics["languages"]
+    ]
     precision = metrics.get("precision", "fp32")
+    caps = [f"{k} {cfg.data[k]}" for k in ("max_train_examples", "max_eval_examples") if cfg.data[k]]
     title = (
         f"{cfg.task.name} / {cfg.model.name} / seed {cfg.seed}: {name} "
-        f"(best epoch {metrics['best_epoch']}, {precision})"
+        f"(best epoch {metrics['best_epoch']}, {precision}{', data.' + ', data.'.join(caps) if caps else ''})"
     )
-    return format_table(["lang", f"dev {name}", f"test {name}"], rows, title) + f"\nsaved: {out}\n"
+    headers = ["lang", f"dev {name}", "dev n", f"test {name}", "test n"]
+    return format_table(headers, rows, title) + f"\nsaved: {out}\n"
