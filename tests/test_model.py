@@ -498,9 +498,12 @@ def test_families(model_type: str, attn: str) -> None:
 
 
 def test_unsupported_model_type_is_refused() -> None:
-    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=50))
-    with pytest.raises(ConfigError, match="model_type 'gpt2' is not supported"):
-        attach_gates(gpt2)
+    cfg = transformers.FunnelConfig(
+        d_model=32, n_head=4, d_head=8, d_inner=64, block_sizes=[1], vocab_size=50
+    )
+    funnel = transformers.FunnelModel(cfg)  # an architecture xsub has no adapter for
+    with pytest.raises(ConfigError, match="model_type 'funnel' is not supported"):
+        attach_gates(funnel)
     assert model_family(transformers.BertConfig()) == "bert"
 
 

@@ -101,7 +101,7 @@ def test_nan_loss_is_one_clear_error(pretrained_root, tmp_path, monkeypatch):
             next(model.parameters()).fill_(float("nan"))
         return model, tok
 
-    monkeypatch.setattr(train_stage, "load_model", poisoned)
+    monkeypatch.setattr("xsub.model.load_model", poisoned)  # the stage imports it where it is used
     cfg = make_cfg(
         "stage=train",
         "task=synth-cls",
@@ -185,7 +185,7 @@ def test_other_hyperparameters_are_other_runs_and_a_rerun_skips_both(pretrained_
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(train_stage, "fit", no_training)
+    monkeypatch.setattr("xsub.trainer.fit", no_training)  # the stage imports it where it is used
     assert run_stage(fast)["history"] == metrics["history"]
     run_stage(slow)
     assert {d: (d / "DONE.json").stat().st_mtime_ns for d in (a, b)} == stamps

@@ -598,7 +598,7 @@ def reading(cfg: Any, key: Key, what: str = "") -> Iterator[Path]:
     with _locked(cfg, key, shared=True):
         if done(cfg, key) is None:
             label = what or key.kind
-            raise Missing(f"no {label} at {target}; make it with: {command(key)}{near_misses(cfg, key)}")
+            raise Missing(f"no {label} at {target}{near_misses(cfg, key)}; make it with: {command(key)}")
         yield target
 
 
