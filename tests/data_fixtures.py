@@ -113,7 +113,7 @@ MARC_SCHEMA = pa.schema(
     ]
 )
 MARC_STARS = [1, 2, 3, 4, 5]
-MARC_BINARY = [0, 0, 0, 1, 1]  # seed 000: stars 1-3 -> 0, 4-5 -> 1
+MARC_BINARY = [0, 0, 0, 1, 1]  # Language-Specific-Subnetworks: stars 1-3 -> 0, 4-5 -> 1
 
 
 def write_marc_original(root: Path, lang: str = "de", splits: tuple[str, ...] = ("train", "test")) -> Path:
@@ -184,7 +184,7 @@ def write_wikiann(
     return root
 
 
-# --- Wikipedia: wikimedia/wikipedia 20231101.<lang>, and seed 001's mbelitsky/wikipedia_subset --------
+# --- Wikipedia: wikimedia/wikipedia 20231101.<lang>, and mbelitsky/wikipedia_subset ---------------------
 WIKI_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string())]
 )

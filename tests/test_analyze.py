@@ -241,7 +241,9 @@ def test_stitch_reports_every_column_against_both_ends(store):
     table = pd.read_csv(out / "stitch.csv")
     assert len(table) == 4 * 2  # ordered pairs x layers
     cols = ["front", "end", "stitched_init", "stitched", "ls_residual", "final_loss"]
-    assert table[cols].notna().all().all()  # seed 000 lost result columns; none may be missing here
+    assert (
+        table[cols].notna().all().all()
+    )  # Language-Specific-Subnetworks lost result columns; none may be missing here
     assert ((table.stitched >= 0) & (table.stitched <= 1)).all()
     # front and end are the same finetuned model: A -> A stitched at the last layer by least squares of a
     # model onto itself is the identity, so it scores exactly like the end model

