@@ -70,7 +70,8 @@ def test_a_sweep_over_settings_gives_one_result_per_value(pretrained_root):
     ours = [
         m
         for m in masks
-        if m.settings["pruning"]["n_examples"] == 64 and m.settings["pruning"]["max_rounds"] == 2
+        # the session store holds masks of other methods too, whose settings name neither option
+        if m.settings["pruning"].get("n_examples") == 64 and m.settings["pruning"].get("max_rounds") == 2
     ]
     assert len({m.record["id"] for m in ours}) == 8  # 2 lr x 2 thresholds x 2 languages
 
