@@ -1,10 +1,10 @@
 """Importers for masks released by the seed projects, turned into `xsub.mask.Mask` objects.
 
 Kept apart from the Mask type because reading foreign files is a trust boundary of its own: released
-masks come as torch.save'd tensors or `{param}_mask` dicts, `.npy` arrays or bare safetensors, and
-every reader here refuses to execute code (`weights_only=True`, `allow_pickle=False`) and fails with
-the same one-line `MaskError` (file, problem, fix) as `Mask.load`. Stages read only masks saved with
-`Mask.save`; an imported mask is saved once and used from then on.
+masks come as torch.save'd tensors or `{param}_mask` dicts, `.npy` arrays, bare safetensors or LAPE's
+per-language neuron lists, and every reader here refuses to execute code (`weights_only=True`,
+`allow_pickle=False`) and fails with the same one-line `MaskError` (file, problem, fix) as `Mask.load`.
+Stages read only masks saved with `Mask.save`; an imported mask is saved once and used from then on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import logging
 import pickletools
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,115 @@ def import_mask(
     raise _fail(
         p, f"holds a {type(obj).__name__}, not a head-mask tensor or a '{{param}}_mask' dict", FIX_IMPORT
     )
+
+
+LAPE_LANGS = ("en", "zh", "fr", "es", "vi", "id", "ja")  # identify.py's language order
+FIX_LAPE = (
+    "import_lape_neurons reads LAPE's released *.neuron.pth: [languages][layers] 1-D LongTensors of indices"
+)
+
+
+def import_lape_neurons(
+    path: str | Path,
+    *,
+    num_heads: int,
+    intermediate_size: int,
+    langs: Sequence[str] | None = None,
+    num_layers: int | None = None,
+    **meta: Any,
+) -> dict[str, Mask]:
+    """Turn LAPE's language-specific neurons (Tang et al. 2024, `*.neuron.pth`) into one `Mask` per language.
+
+    The file is `torch.save(final_indice)` of RUCAIBox/Language-Specific-Neurons: a list over languages
+    (LAPE_LANGS order; the BLOOM file has the first 6) of lists over layers of 1-D LongTensors of MLP
+    neuron indices. xsub's language-neuron convention is "the model with that language's neurons
+    deactivated": heads all kept, `mlp` True except at the language's neurons, so applying the mask
+    ablates them, as LAPE's ppl.py does. Returned in the file's order, keyed by language code; `meta`
+    holds MaskMeta fields (model_id, task, seed, config_hash, ...), `lang` comes from `langs`.
+    """
+    p = Path(path)
+    names = {f.name for f in dataclasses.fields(MaskMeta)} - {"fraction_kept", "lang"}
+    unknown = set(meta) - names
+    if unknown:
+        raise TypeError(
+            f"unknown MaskMeta fields {sorted(unknown)} (lang comes from langs=); use {sorted(names)}"
+        )
+    if isinstance(langs, str):
+        raise TypeError(f"langs must be a sequence of language codes, not the string {langs!r}")
+    if not p.is_file():
+        raise _fail(p, "does not exist", "check the path of the released LAPE neuron file")
+    obj = _read_foreign(p)
+    if not (
+        isinstance(obj, list)
+        and obj
+        and all(isinstance(layers, list) and layers for layers in obj)
+        and all(
+            isinstance(t, torch.Tensor)
+            and t.ndim == 1
+            and not (t.dtype.is_floating_point or t.is_complex() or t.dtype == torch.bool)
+            for layers in obj
+            for t in layers
+        )
+    ):
+        raise _fail(
+            p, f"holds a {type(obj).__name__} that is not a list of lists of 1-D integer tensors", FIX_LAPE
+        )
+    counts = sorted({len(layers) for layers in obj})
+    if len(counts) > 1:
+        raise _fail(
+            p, f"has languages with different layer counts {counts}", "this is not one model's LAPE file"
+        )
+    L = counts[0]
+    if num_layers is not None and num_layers != L:
+        raise _fail(
+            p,
+            f"is for a {L}-layer model but this model has {num_layers} layers",
+            "import it for the model it was made for",
+        )
+    if langs is None:
+        if len(obj) > len(LAPE_LANGS):
+            raise _fail(
+                p,
+                f"has {len(obj)} languages but LAPE_LANGS names only {len(LAPE_LANGS)}",
+                "pass langs=[...] in file order",
+            )
+        langs = LAPE_LANGS[: len(obj)]
+    langs = list(langs)
+    if len(langs) != len(obj):
+        raise _fail(
+            p,
+            f"has {len(obj)} languages but langs= names {len(langs)}",
+            f"pass {len(obj)} language codes in file order",
+        )
+    if len(set(langs)) != len(langs):
+        dup = sorted({c for c in langs if langs.count(c) > 1})
+        raise _fail(p, f"would get duplicate language codes {dup} from langs=", "pass each language once")
+
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    masks: dict[str, Mask] = {}
+    for lang, layers in zip(langs, obj):
+        keep = torch.ones(L, intermediate_size, dtype=torch.bool)
+        for layer, idx in enumerate(layers):
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= intermediate_size):
+                raise _fail(
+                    p,
+                    f"has {lang} layer {layer} neuron indices {int(idx.min())}..{int(idx.max())} outside "
+                    f"0..{intermediate_size - 1}",
+                    "pass the model's intermediate_size= (the MLP width the file was made for)",
+                )
+            keep[layer, idx.long()] = False
+        per_layer = (~keep).sum(dim=1).tolist()
+        mmeta = MaskMeta(**meta, lang=lang)
+        mmeta.method = mmeta.method or "lape"
+        mmeta.extra = {
+            **(mmeta.extra or {}),
+            "imported_from": {"path": str(p), "sha256": digest},
+            "language_neurons": sum(per_layer),
+            "neurons_per_layer": per_layer,
+            "languages": list(langs),
+        }
+        masks[lang] = Mask(torch.ones(L, num_heads, dtype=torch.bool), mlp=keep, meta=mmeta)
+    return masks
 
 
 def _read_foreign(p: Path) -> Any:
