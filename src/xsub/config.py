@@ -157,6 +157,16 @@ class PruningMethod(StrEnum):
     magnitude = "magnitude"
     imp = "imp"
     wanda = "wanda"
+    lape = "lape"
+    lang_ap = "lang_ap"
+
+
+NEURON_METHODS = ("lape", "lang_ap")  # language neurons: masks that deactivate a language's MLP units
+
+
+class NeuronModel(StrEnum):
+    released = "released"  # the weights as released (an embedded model: its pretraining run)
+    trained = "trained"  # this task's multilingual train-stage run (stage=train lang=all)
 
 
 class ModelLangs(StrEnum):
@@ -248,6 +258,42 @@ class WandaPruning(PruningBase):
     sequential: bool = True  # layer by layer, later layers calibrated on the pruned earlier ones (their code)
 
 
+@dataclass
+class NeuronPruning(PruningBase):
+    """Language neurons: statistics of one forward pass per language, then a joint selection. Every
+    language of the run gets a mask with its neurons off (heads all kept); docs/methods.md."""
+
+    model: NeuronModel = NeuronModel.released
+    batch_size: int = 8
+    # the languages compared (empty: the run's lang=); a per-language job of a multi-language command
+    # carries them, so each language's mask names the set it was selected against
+    languages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LapePruning(NeuronPruning):
+    """Tang et al. 2024 (LAPE): activation probability entropy across the run's languages."""
+
+    method: PruningMethod = PruningMethod.lape
+    n_tokens: int = 100_000_000  # tokens per language in order (their activation.py: 99,999,744)
+    top_rate: float = 0.01  # share of all neurons selected (lowest entropy)
+    filter_rate: float = 0.95  # rank of the high-activation filter among all probabilities
+    activation_bar_ratio: float = 0.95  # rank of the bar a language's probability must exceed
+    # LAPE's released neuron file (RUCAIBox/Language-Specific-Neurons *.neuron.pth): imported instead of
+    # computing statistics; file_langs is its language order (empty: theirs, en zh fr es vi id ja)
+    neurons_file: str = ""
+    file_langs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LangApPruning(NeuronPruning):
+    """Kojima et al. 2024: average precision of each unit's mean activation for one language's texts."""
+
+    method: PruningMethod = PruningMethod.lang_ap
+    n_texts: int = 500  # texts per language, sampled by seed (theirs: 500 positives, 500 per negative)
+    top_k: int = 1000  # units of highest AP and as many of lowest, per language (the paper's 1000)
+
+
 # conf/pruning/<option>.yaml -> its schema (registered as pruning/<option>_schema)
 PRUNING_SCHEMAS: dict[str, type[PruningBase]] = {
     "heads": HeadsPruning,
@@ -255,11 +301,13 @@ PRUNING_SCHEMAS: dict[str, type[PruningBase]] = {
     "magnitude": MagnitudePruning,
     "imp": ImpPruning,
     "wanda": WandaPruning,
+    "lape": LapePruning,
+    "lang_ap": LangApPruning,
 }
 
 
 @dataclass
-class PruningConfig(HeadsMlpPruning, MagnitudePruning, ImpPruning, WandaPruning):
+class PruningConfig(HeadsMlpPruning, MagnitudePruning, ImpPruning, WandaPruning, LapePruning, LangApPruning):
     """Every method's knobs in one flat object, for calling the pruning functions directly (tests,
     benchmarks). Not a config group schema: the CLI composes one of PRUNING_SCHEMAS."""
 
@@ -294,6 +342,13 @@ class AnalysisName(StrEnum):
     importance_tsne = "importance_tsne"
     token_overlap = "token_overlap"
     transfer = "transfer"
+    ablation = "ablation"
+    steering = "steering"
+
+
+class Ablate(StrEnum):
+    zero = "zero"  # gate 0: the unit's output is 0
+    mean = "mean"  # the unit's mean activation over every evaluated language's tokens
 
 
 class Split(StrEnum):
@@ -352,6 +407,32 @@ class CrossevalAnalysis(AnalysisBase):
     name: AnalysisName = AnalysisName.crosseval
     split: Split = Split.dev  # the split evaluated
     random_baseline: bool = True  # also a random mask of the same size per language
+
+
+@dataclass
+class AblationAnalysis(AnalysisBase):
+    """LAPE's experiment (Tang et al. 2024): language A's units off, the metric on every language B."""
+
+    name: AnalysisName = AnalysisName.ablation
+    split: Split = Split.test
+    ablate: Ablate = Ablate.zero
+    random_baseline: bool = True  # also random units of A's count in every layer, seeded
+
+
+@dataclass
+class SteeringAnalysis(AnalysisBase):
+    """Kojima et al. 2024: language B's units fixed to their activation on B's texts while generating
+    from prompts in language A; the share of generations in B."""
+
+    name: AnalysisName = AnalysisName.steering
+    split: Split = Split.test  # prompts (of A) and the texts the fixed values come from (of B)
+    n_prompts: int = 50  # prompts per language A
+    prompt_tokens: int = 3  # the first tokens of a text of A
+    new_tokens: int = 24  # tokens generated
+    temperature: float = 0.8  # sampling, seeded (theirs: 0.8 for unconditional generation)
+    percentile: float = 50.0  # the fixed value: percentile of the unit's per-text mean on B (50: theirs)
+    n_texts: int = 200  # texts of B the percentile is taken over
+    examples: int = 3  # generations shown per (A, B) pair
 
 
 @dataclass
@@ -421,6 +502,8 @@ ANALYSIS_SCHEMAS: dict[str, type[AnalysisBase]] = {
     "importance_tsne": ImportanceTsneAnalysis,
     "token_overlap": TokenOverlapAnalysis,
     "transfer": TransferAnalysis,
+    "ablation": AblationAnalysis,
+    "steering": SteeringAnalysis,
 }
 SCHEMAS: dict[str, dict[str, type]] = {"pruning": PRUNING_SCHEMAS, "analysis": ANALYSIS_SCHEMAS}
 
@@ -666,6 +749,12 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("pruning.imp_final_sparsity", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("pruning.imp_rate", lambda v: 0 < v < 1, "in (0, 1) (a share of the original weights per event)"),
     ("pruning.sparsity", lambda v: 0 <= v < 1, "in [0, 1) (a share of each output row)"),
+    ("pruning.n_tokens", lambda v: v >= 1, ">= 1"),
+    ("pruning.n_texts", lambda v: v >= 2, ">= 2"),
+    ("pruning.top_k", lambda v: v >= 1, ">= 1"),
+    ("pruning.top_rate", lambda v: 0 < v <= 1, "in (0, 1] (a share of all neurons)"),
+    ("pruning.filter_rate", lambda v: 0 < v <= 1, "in (0, 1] (a rank among all probabilities)"),
+    ("pruning.activation_bar_ratio", lambda v: 0 < v <= 1, "in (0, 1] (a rank among all probabilities)"),
     ("analysis.seeds", lambda v: all(s >= 0 for s in v), "a list of seeds >= 0"),
     ("analysis.batch_size", lambda v: v >= 1, ">= 1"),
     ("analysis.n_sentences", lambda v: v >= 1, ">= 1"),
@@ -677,6 +766,13 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("analysis.ls_tokens", lambda v: v >= 1, ">= 1"),
     ("analysis.train_examples", lambda v: v >= 1, ">= 1"),
     ("analysis.perplexity", lambda v: v > 0, "> 0"),
+    ("analysis.n_prompts", lambda v: v >= 1, ">= 1"),
+    ("analysis.prompt_tokens", lambda v: v >= 1, ">= 1"),
+    ("analysis.new_tokens", lambda v: v >= 1, ">= 1"),
+    ("analysis.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+    ("analysis.percentile", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    ("analysis.n_texts", lambda v: v >= 1, ">= 1"),
+    ("analysis.examples", lambda v: v >= 0, ">= 0"),
     ("interpolate.points", lambda v: v >= 2, ">= 2 (both ends)"),
     ("interpolate.curve_epochs", lambda v: v >= 1, ">= 1"),
     ("interpolate.curve_lr", lambda v: v > 0, "> 0"),
@@ -721,6 +817,31 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _check_keys(cfg, "")
     _check_ranges(cfg)
     _check_same_mask(cfg)
+    _check_neuron_languages(cfg)
+
+
+def _check_neuron_languages(cfg: DictConfig) -> None:
+    """Language neurons are selected jointly across languages: a run needs two of them at least."""
+    p = cfg.pruning
+    if cfg.stage != "prune" or str(p.get("method")) not in NEURON_METHODS or p.get("neurons_file"):
+        return
+    if str(p.get("model_langs")) == "own":
+        raise ConfigError(
+            f"pruning={p.method} scores one model on every language; drop pruning.model_langs=own"
+        )
+    if p.get("languages"):
+        outside = [c for c in cfg.lang if c != "all" and c not in p.languages]
+        unknown = [c for c in p.languages if c not in cfg.task.languages]
+        if unknown or outside or len(p.languages) < 2:
+            raise ConfigError(
+                f"pruning.languages must be two or more of task {cfg.task.name}'s languages, including "
+                f"every lang= of the run; got {list(p.languages)} for lang={list(cfg.lang)}"
+            )
+    elif "all" not in cfg.lang and len(cfg.lang) < 2:
+        raise ConfigError(
+            f"pruning={p.method} selects neurons by comparing languages; pass two or more, e.g. lang=all "
+            "or lang=[en,de,zh]"
+        )
 
 
 def _check_same_mask(cfg: DictConfig) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from xsub.config import ConfigError, XsubError, selected_languages
+from xsub.config import NEURON_METHODS, ConfigError, XsubError, selected_languages
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,17 @@ IGNORED = (
 )
 
 # The stage that makes each kind, and the store folder it lives in.
-STAGE = {"data": "", "model": "train", "mask": "prune", "analysis": "analyze", "interpolation": "interpolate"}
+STAGE = {
+    "data": "",
+    "model": "train",
+    "activations": "prune",
+    "mask": "prune",
+    "analysis": "analyze",
+    "interpolation": "interpolate",
+}
 FOLDER = {
     "data": "data",
+    "activations": "activations",
     "model": "models",
     "mask": "masks",
     "analysis": "analysis",
@@ -236,6 +244,8 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
         "data": _section(cfg, "data"),
         "precision": precision_of(cfg),
     }
+    if method in NEURON_METHODS:
+        return _neuron_mask_key(cfg, lang, settings)
     if method == "imp":  # IMP trains: it starts from the pretrained model and reads the train settings
         settings["train"] = _section(cfg, "train")
         settings["task"] = _plain(cfg.task)
@@ -244,14 +254,86 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
         ups: tuple[Key, ...] = (pretrain,) if pretrain is not None else ()
     else:
         ups = (pruned_model_key(cfg, lang),)
+    return Key("mask", _mask_fields(cfg, lang), _canonical(settings), ups, cfg)
+
+
+def _neuron_mask_key(cfg: DictConfig, lang: str, settings: dict[str, Any]) -> Key:
+    """A language-neuron mask: its selection is joint over the run's languages, so their list is part of
+    it; imported from a released file, the file's content is its identity instead of a model's."""
+    fields = _mask_fields(cfg, lang)
+    file = str(cfg.pruning.get("neurons_file", "") or "")
+    if file:
+        settings["pruning"] = {"method": str(cfg.pruning.method), "file_langs": list(cfg.pruning.file_langs)}
+        settings["file_sha256"] = (
+            file_digest(Path(file).expanduser()) if Path(file).expanduser().is_file() else "absent"
+        )
+        settings["model"] = _plain(cfg.model)
+        return Key("mask", fields, _canonical(settings), (), cfg)
+    settings["pruning"]["languages"] = neuron_languages(cfg)
+    model = neuron_model_key(cfg)
+    if model is None:
+        settings["model"] = _plain(cfg.model)
+    return Key("mask", fields, _canonical(settings), (model,) if model is not None else (), cfg)
+
+
+def neuron_languages(cfg: DictConfig) -> list[str]:
+    """The languages a language-neuron selection compares: `pruning.languages`, else the run's."""
+    return list(cfg.pruning.get("languages") or []) or selected_languages(cfg)
+
+
+def neuron_model_key(cfg: DictConfig) -> Key | None:
+    """The model whose neurons a language-neuron method scores (`pruning.model`). `released`: the hub (or
+    local, package) weights as they are — no run, None — or, for an embedded model, its pretraining run
+    (this task's `lang=all` run when the task is its pretraining). `trained`: this task's `lang=all` run."""
+    embedded = str(cfg.model.source) == "embedded"
+    if str(cfg.pruning.get("model", "trained")) == "released":
+        if not embedded:
+            return None
+        pre = pretrain_key(upstream(cfg, "train", lang="all", seed=model_seed(cfg), mask="none"))
+        if pre is not None:
+            return pre
+    return model_key(upstream(cfg, "train", lang="all", seed=model_seed(cfg), mask="none"))
+
+
+def activations_key(cfg: DictConfig, lang: str) -> Key:
+    """One language's neuron statistics (`xsub.neurons`): the model, the corpus (data, n_tokens or n_texts
+    and, for sampled texts, the seed), batching and precision — not the selection that reads them."""
+    p = cfg.pruning
+    method = str(p.method)
+    corpus = (
+        {"n_tokens": int(p.n_tokens)}
+        if method == "lape"
+        else {"n_texts": int(p.n_texts), "seed": int(cfg.seed)}
+    )
+    settings: dict[str, Any] = {
+        "statistic": method,
+        **corpus,
+        "batch_size": int(p.batch_size),
+        "lang": lang,
+        "task": _plain(cfg.task),
+        "data": _section(cfg, "data"),
+        "precision": precision_of(cfg),
+    }
+    model = neuron_model_key(cfg)
+    if model is None:
+        settings["model"] = _plain(cfg.model)
     fields = (
         ("model", str(cfg.model.name)),
         ("task", str(cfg.task.name)),
-        ("method", method),
+        ("statistic", method),
+        ("lang", lang),
+    )
+    return Key("activations", fields, _canonical(settings), (model,) if model is not None else (), cfg)
+
+
+def _mask_fields(cfg: DictConfig, lang: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("model", str(cfg.model.name)),
+        ("task", str(cfg.task.name)),
+        ("method", str(cfg.pruning.method)),
         ("lang", lang),
         ("seed", f"seed{cfg.seed}"),
     )
-    return Key("mask", fields, _canonical(settings), ups, cfg)
 
 
 def model_langs(cfg: DictConfig) -> str:
@@ -456,6 +538,9 @@ def upstream(
         out.stage = stage
         if lang is not None:
             codes = [lang] if isinstance(lang, str) else list(lang)
+            p = out.get("pruning") or {}
+            if str(p.get("method")) in NEURON_METHODS and "languages" in p and not p.languages:
+                out.pruning.languages = selected_languages(cfg)  # the set a joint selection compares
             out.lang = {c: {"code": c} for c in codes}
         if seed is not None:
             out.seed = int(seed)

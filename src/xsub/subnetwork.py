@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from xsub.mask import Mask, MaskError
-from xsub.model import Gates, attach_gates, config_hash, gate_shape, get_gates
+from xsub.model import Gates, attach_gates, config_hash, encoder_layers, gate_shape, get_gates
 
 KeepMasks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape, True = kept (CPU)
 MaskLike = Mask | Mapping[str, torch.Tensor]
@@ -258,3 +258,41 @@ def training(model: nn.Module, mask: Mask | None) -> Iterator[WeightMasker | Non
     finally:
         if masker is not None:
             masker.remove()
+
+
+@contextlib.contextmanager
+def units_fixed(model: nn.Module, units: torch.Tensor, values: torch.Tensor) -> Iterator[nn.Module]:
+    """`model` with MLP units [L, I] (True) held at `values` [L, I] instead of computed, restored on exit.
+
+    The value replaces the unit where a gate would multiply it (the down projection's input), so a
+    value of 0 equals gate 0; mean ablation (Tang et al. 2024) and steering (Kojima et al. 2024: the
+    median on a language's texts) use other values.
+    """
+    layers = encoder_layers(model)
+    shape = gate_shape(model, layers)
+    if tuple(units.shape) != (shape.num_layers, shape.intermediate_size):
+        raise MaskError(
+            f"units are {list(units.shape)} but the model has {shape.num_layers} layers × "
+            f"{shape.intermediate_size} MLP units"
+        )
+    handles = []
+
+    def hold(index: torch.Tensor, value: torch.Tensor, _module, args):
+        x = args[0].clone()
+        x[..., index] = value.to(x.device, x.dtype)
+        return (x, *args[1:])
+
+    for lm in layers:
+        index = units[lm.index].nonzero().flatten()
+        if index.numel():
+            value = values[lm.index, index].float()
+            handles.append(lm.ffn_out.register_forward_pre_hook(partial(hold, index.to(_device(lm)), value)))
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _device(lm: Any) -> torch.device:
+    return next(lm.ffn_out.parameters()).device

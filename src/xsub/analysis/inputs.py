@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from xsub import store
-from xsub.config import ConfigError, selected_languages, task_config
+from xsub.config import NEURON_METHODS, ConfigError, selected_languages, task_config
 from xsub.mask import Mask
 from xsub.precision import pick_device
 from xsub.store import Key as StoreKey
@@ -202,12 +202,31 @@ class Inputs:
         return AutoTokenizer.from_pretrained(self.finetuned_dir(task, seed))
 
     def model(self, task: str, seed: int) -> tuple[Any, Any]:
-        """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device."""
-        from xsub.model import load_finetuned
+        """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device;
+        for language-neuron masks the model their neurons were scored on (`store.neuron_model_key`)."""
+        from xsub.model import load_finetuned, load_model
 
         key = self.model_key(task, seed)
-        with self.open(key, f"finetuned {self.model_name} for task {task}") as directory:
-            model, tokenizer = load_finetuned(directory / "model", self.task(task).kind)
+        kind = self.task(task).kind
+        what = f"finetuned {self.model_name} for task {task}"
+        if str(self.method) in NEURON_METHODS:
+            key = store.neuron_model_key(self.config("prune", task, None, seed))
+            if key is None:  # the released weights
+                cfg = self.task_cfg(task)
+                model, tokenizer = load_model(cfg.model, kind, cfg.task.num_labels, self.root, seed=0)
+                return model.to(self.device).eval(), tokenizer
+            kind, what = (
+                key.settings_dict()["task"]["kind"],
+                f"{self.model_name} trained on {key.field('task')}",
+            )
+            if kind != self.task(task).kind:
+                raise ConfigError(
+                    f"these neurons were scored on {self.model_name}'s {kind} pretraining, not task {task}; "
+                    f"analyse them on its language-modelling task ({key.field('task')}) or prune with "
+                    "pruning.model=trained"
+                )
+        with self.open(key, what) as directory:
+            model, tokenizer = load_finetuned(directory / "model", kind)
         return model.to(self.device).eval(), tokenizer
 
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:

@@ -84,6 +84,7 @@ _PATHS: dict[str, dict[str, Any]] = {
         "attn_out": "layer.0.SelfAttention.o",
         "ffn_in": ("layer.1.DenseReluDense.wi", "layer.1.DenseReluDense.wi_0", "layer.1.DenseReluDense.wi_1"),
         "ffn_out": "layer.1.DenseReluDense.wo",
+        "act": "layer.1.DenseReluDense.act",
     },
     # decoders; "qkv" names a fused Q/K/V projection (query = key = value = None then)
     "llama": {
@@ -94,6 +95,7 @@ _PATHS: dict[str, dict[str, Any]] = {
         "attn_out": "self_attn.o_proj",
         "ffn_in": ("mlp.gate_proj", "mlp.up_proj"),
         "ffn_out": "mlp.down_proj",
+        "act": "mlp.act_fn",
     },
     "phi3": {
         "layers": "layers",
@@ -101,6 +103,7 @@ _PATHS: dict[str, dict[str, Any]] = {
         "attn_out": "self_attn.o_proj",
         "ffn_in": ("mlp.gate_up_proj",),
         "ffn_out": "mlp.down_proj",
+        "act": "mlp.activation_fn",
     },
     "bloom": {
         "layers": "h",
@@ -193,6 +196,9 @@ class LayerModules:
     ffn_in: tuple[nn.Module, ...]  # T5 gated-GELU and gated decoder MLPs have two (wi_0/wi_1, gate/up)
     ffn_out: nn.Module  # input = intermediate activation [B, T, I]; output = FFN output
     qkv: nn.Module | None = None  # fused Q/K/V (BLOOM, GPT-2, Phi-3)
+    # gated MLPs only (act(gate)·up): the activation function's module, whose output act(gate) is what
+    # LAPE counts; elsewhere the activation output is ffn_out's input and this is None
+    act: nn.Module | None = None
 
     @property
     def attn_in(self) -> tuple[nn.Module, ...]:
@@ -240,6 +246,8 @@ def encoder_layers(model: nn.Module) -> list[LayerModules]:
             _get(layer, p) for p in paths["ffn_in"] if _has(layer, p) and _is_projection(_get(layer, p))
         )
         fused = "qkv" in paths
+        gated = len(ffn_in) == 2 or family == "phi3"
+        act = _get(layer, paths["act"]) if gated and "act" in paths and _has(layer, paths["act"]) else None
         out.append(
             LayerModules(
                 index=i,
@@ -251,6 +259,7 @@ def encoder_layers(model: nn.Module) -> list[LayerModules]:
                 ffn_in=ffn_in,
                 ffn_out=_get(layer, paths["ffn_out"]),
                 qkv=_get(layer, paths["qkv"]) if fused else None,
+                act=act,
             )
         )
     return out

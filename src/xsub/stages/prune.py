@@ -312,6 +312,143 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     return {MASK: mask, "history.json": history}
 
 
+def _neuron_model(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
+    """The language model whose neurons are scored (`pruning.model`, `store.neuron_model_key`)."""
+    from xsub.model import config_hash, load_finetuned, load_model
+    from xsub.trainer import pick_device
+
+    key = store.neuron_model_key(cfg)
+    if key is None:  # the released weights, as the hub (or a local folder) holds them
+        model, tokenizer = load_model(cfg.model, cfg.task.kind, cfg.task.num_labels, store.root(cfg), seed=0)
+        meta.extra["scored_model"] = f"released {cfg.model.get('path') or cfg.model.name}"
+    else:
+        kind = key.settings_dict()["task"]["kind"]
+        with job.read(key, f"{cfg.model.name} trained on {key.field('task')} (all languages)") as directory:
+            model, tokenizer = load_finetuned(directory / "model", kind)
+        meta.extra["scored_model"] = key.id
+    meta.config_hash = config_hash(model)
+    device = pick_device(cfg.train.device)
+    return model.to(device), tokenizer, device
+
+
+def _corpus(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, Any]]:
+    """LAPE: the language's train text in order up to `n_tokens` tokens; AP: `n_texts` texts by seed.
+    Batched in length order without any MLM masking (the statistics read the text as it is)."""
+    from xsub.data import load_split
+    from xsub.data.encode import encode, pad_collate
+
+    p = cfg.pruning
+    ds = load_split(cfg, lang, "train")
+    if p.method == "lang_ap":
+        ds = ds.shuffle(seed=cfg.seed).select(range(min(int(p.n_texts), len(ds))))
+    keep = ("input_ids", "attention_mask", "token_type_ids")
+    enc = encode(ds, tokenizer, cfg.task.kind, cfg.data.max_length).with_format(None)
+    columns = {k: enc[k] for k in keep if k in enc.column_names}  # plain lists: no per-row conversion
+    lengths = [len(ids) for ids in columns["input_ids"]]
+    if p.method == "lape":
+        total, n = 0, 0
+        while n < len(lengths) and total < p.n_tokens:
+            total, n = total + lengths[n], n + 1
+        lengths = lengths[:n]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    collate, size = pad_collate(tokenizer), int(p.batch_size)
+    rows = [{k: v[i] for k, v in columns.items()} for i in order]
+    return [collate(rows[j : j + size]) for j in range(0, len(rows), size)]
+
+
+def _statistics(cfg: DictConfig, lang: str, scored: tuple, job: store.Claim):
+    """One language's neuron statistics, from the store or one forward pass (then stored)."""
+    from safetensors.torch import load_file, save_file
+
+    from xsub.neurons import Statistics, collect
+
+    key = store.activations_key(cfg, lang)
+    with store.claim(cfg, key) as stats_job:
+        if stats_job.done is None:
+            model, tokenizer, device = scored
+            start = time.perf_counter()
+            batches = _corpus(cfg, lang, tokenizer)
+            stats = collect(
+                model, batches, device, store.precision_of(cfg), per_text=cfg.pruning.method == "lang_ap"
+            )
+            seconds = time.perf_counter() - start
+            log.info(
+                "%s statistics of %s: %d tokens in %.1f s", cfg.pruning.method, lang, stats.tokens, seconds
+            )
+            record = {"tokens": stats.tokens, "seconds": seconds}
+            with stats_job.commit(record) as tmp:
+                save_file(stats.tensors(), str(tmp / "statistics.safetensors"))
+    with job.read(key, f"{lang} neuron statistics") as directory:
+        return Statistics.from_tensors(load_file(str(directory / "statistics.safetensors")))
+
+
+def _neurons(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
+    """Language neurons (LAPE, Tang et al. 2024; AP, Kojima et al. 2024): every language's statistics
+    (each stored once, so another language list re-selects without a pass), then the joint selection."""
+    from xsub.model import gate_shape
+    from xsub.pruning import lang_ap, lape
+    from xsub.pruning.neuron_masks import neuron_mask
+
+    p = cfg.pruning
+    if p.method == "lape" and p.neurons_file:
+        return _imported_neurons(cfg, lang, meta)
+    langs = store.neuron_languages(cfg)
+    scored = _neuron_model(cfg, meta, job)
+    shape = gate_shape(scored[0])
+    stats = {k: _statistics(cfg, k, scored, job) for k in langs}
+    tokens = {k: s.tokens for k, s in stats.items()}
+    if p.method == "lape":
+        probs = lape.probabilities({k: s.over_zero for k, s in stats.items()}, tokens, langs)
+        member = lape.select(probs, p.top_rate, p.filter_rate, p.activation_bar_ratio)
+        neurons, scores = member[langs.index(lang)], {"probability": probs.float()}
+        history = {
+            "selected": int(member.any(0).sum()),
+            "per_language": dict(zip(langs, member.sum((1, 2)).tolist())),
+        }
+    else:
+        ap = lang_ap.average_precision({k: s.text_means for k, s in stats.items()}, lang)
+        neurons, scores = lang_ap.select(ap, int(p.top_k)), {"average_precision": ap.float()}
+        history = {
+            "ap_top": float(ap.max()),
+            "ap_bottom": float(ap.min()),
+            "texts": {k: len(s.text_means) for k, s in stats.items()},
+        }
+    history |= {"tokens": tokens, "languages": langs}
+    mask = neuron_mask(neurons, shape.num_heads, meta, languages=langs, tokens=tokens)
+    tracker.log({"language_neurons": mask.meta.extra["language_neurons"]})
+    return {
+        MASK: mask,
+        "scores.safetensors": {k: v.contiguous() for k, v in scores.items()},
+        "history.json": history,
+    }
+
+
+def _imported_neurons(cfg: DictConfig, lang: str, meta: MaskMeta) -> dict[str, Any]:
+    """LAPE's released neuron file as this language's mask (the file's content is the identity)."""
+    from xsub.config import ConfigError
+    from xsub.mask_import import import_lape_neurons
+    from xsub.model import config_hash, gate_shape, load_model
+
+    p = cfg.pruning
+    model, _ = load_model(cfg.model, cfg.task.kind, cfg.task.num_labels, store.root(cfg), seed=0)
+    shape = gate_shape(model)
+    masks = import_lape_neurons(
+        p.neurons_file,
+        num_heads=shape.num_heads,
+        intermediate_size=shape.intermediate_size,
+        num_layers=shape.num_layers,
+        langs=list(p.file_langs) or None,
+        **{k: v for k, v in meta.to_dict().items() if k in ("model_id", "task", "seed", "extra")},
+    )
+    if lang not in masks:
+        raise ConfigError(
+            f"{p.neurons_file} has no neurons of {lang}; its languages (pruning.file_langs): {list(masks)}"
+        )
+    mask = masks[lang]
+    mask.meta.config_hash = config_hash(model)
+    return {MASK: mask, "history.json": {"imported_from": mask.meta.extra["imported_from"]}}
+
+
 def _ticket_record(mask: Mask) -> dict[str, Any]:
     """IMP's lottery-ticket check for DONE.json: the final mask retrained from the rewind point."""
     full, ticket = mask.meta.extra.get("full"), mask.meta.extra.get("ticket")
@@ -330,6 +467,8 @@ METHODS = {
     "magnitude": _magnitude,
     "imp": _imp,
     "wanda": _wanda,
+    "lape": _neurons,
+    "lang_ap": _neurons,
 }
 
 
