@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xsub.report.page import Page, fig_jaccard, html_table
+from xsub.report.page import Page, fig_heads_kept, fig_jaccard, html_table
 
 
 def test_html_table_marks_numbers_and_renders_code():
@@ -41,3 +41,23 @@ def test_an_all_ones_jaccard_is_said_not_drawn(tmp_path):
     (fig,) = fig_jaccard(pd.DataFrame(rows), tmp_path)
     assert fig.file == "" and "every pair is 1.00" in fig.note and "magnitude" in fig.note
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_heads_kept_of_methods_that_lack_a_setting(tmp_path):
+    """A setting only some methods have is missing for the others (pandas' str dtype keeps it missing):
+    each method is still one series, not a crash on a missing label."""
+    frame = pd.DataFrame(
+        {
+            "model": ["m"] * 3,
+            "task": ["t"] * 3,
+            "method": ["heads", "heads", "wanda"],
+            "lang": ["a", "b", "a"],
+            "seed": [0, 0, 0],
+            "heads_kept": [3, 4, 12],
+            "heads_total": [12] * 3,
+            "pruning.head_unit": pd.array(["query", "query", None], dtype="str"),
+        }
+    )
+    frame.attrs["varying"] = ["pruning.head_unit"]
+    (figure,) = fig_heads_kept(frame, tmp_path)
+    assert (tmp_path / "heads_kept.png").is_file(), figure

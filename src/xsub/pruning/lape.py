@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
-def _rank_value(flat: torch.Tensor, ratio: float) -> float:
+def rank_value(flat: torch.Tensor, ratio: float) -> float:
     """The value at 1-based rank round(ratio·N) of the ascending values (torch.kthvalue)."""
     k = min(max(round(flat.numel() * ratio), 1), flat.numel())
     return float(flat.kthvalue(k).values)
@@ -47,12 +47,12 @@ def select(
     probs = probs.double()
     h = entropy(probs)
     flat = probs.flatten()
-    h[(probs > _rank_value(flat, filter_rate)).sum(-1) == 0] = torch.inf
+    h[(probs > rank_value(flat, filter_rate)).sum(-1) == 0] = torch.inf
     n = round(layers * units * top_rate)
     chosen = torch.zeros(layers * units, dtype=torch.bool)
     if n > 0:
         chosen[torch.sort(h.flatten(), stable=True).indices[:n]] = True
-    member = chosen.view(layers, units, 1) & (probs > _rank_value(flat, bar_ratio))
+    member = chosen.view(layers, units, 1) & (probs > rank_value(flat, bar_ratio))
     return member.permute(2, 0, 1).contiguous()
 
 

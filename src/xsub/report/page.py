@@ -41,7 +41,8 @@ def fig_heads_kept(pruning: pd.DataFrame, out: Path) -> list[Figure]:
     multi_model = pruning.model.nunique() > 1
     labels = pruning.task + "/" + pruning.method
     for name in pruning.attrs.get("varying", []):  # runs that differ in a setting are separate series
-        labels = labels + f" {name}=" + pruning[name].astype(str)
+        # a setting another method lacks is missing there (pandas' str dtype keeps it missing): "-"
+        labels = labels + f" {name}=" + pruning[name].map(lambda v: "-" if pd.isna(v) else str(v))
     if multi_model:
         labels = pruning.model + "/" + labels
     frame = pruning.assign(label=labels)

@@ -391,7 +391,7 @@ def _neurons(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
     p = cfg.pruning
     if p.method == "lape" and p.neurons_file:
-        return _imported_neurons(cfg, lang, meta)
+        return _imported_neurons(cfg, lang, meta, job)
     langs = store.neuron_languages(cfg)
     scored = _neuron_model(cfg, meta, job)
     shape = gate_shape(scored[0])
@@ -400,6 +400,15 @@ def _neurons(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     if p.method == "lape":
         probs = lape.probabilities({k: s.over_zero for k, s in stats.items()}, tokens, langs)
         member = lape.select(probs, p.top_rate, p.filter_rate, p.activation_bar_ratio)
+        if not member.any():
+            from xsub.config import ConfigError
+
+            tau = lape.rank_value(probs.flatten(), p.filter_rate)
+            raise ConfigError(
+                f"LAPE selected no neuron: the activation probability at rank {p.filter_rate} is {tau:.4f} "
+                "and none of the lowest-entropy neurons is above it and the bar (saturated neurons); lower "
+                "pruning.filter_rate and pruning.activation_bar_ratio, e.g. 0.9, or raise pruning.top_rate"
+            )
         neurons, scores = member[langs.index(lang)], {"probability": probs.float()}
         history = {
             "selected": int(member.any(0).sum()),
@@ -423,14 +432,15 @@ def _neurons(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     }
 
 
-def _imported_neurons(cfg: DictConfig, lang: str, meta: MaskMeta) -> dict[str, Any]:
-    """LAPE's released neuron file as this language's mask (the file's content is the identity)."""
+def _imported_neurons(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> dict[str, Any]:
+    """LAPE's released neuron file as this language's mask (the file's content is the identity); the
+    model it is for gives the shapes the file is checked against."""
     from xsub.config import ConfigError
     from xsub.mask_import import import_lape_neurons
-    from xsub.model import config_hash, gate_shape, load_model
+    from xsub.model import gate_shape
 
     p = cfg.pruning
-    model, _ = load_model(cfg.model, cfg.task.kind, cfg.task.num_labels, store.root(cfg), seed=0)
+    model = _neuron_model(cfg, meta, job)[0]
     shape = gate_shape(model)
     masks = import_lape_neurons(
         p.neurons_file,
@@ -445,7 +455,7 @@ def _imported_neurons(cfg: DictConfig, lang: str, meta: MaskMeta) -> dict[str, A
             f"{p.neurons_file} has no neurons of {lang}; its languages (pruning.file_langs): {list(masks)}"
         )
     mask = masks[lang]
-    mask.meta.config_hash = config_hash(model)
+    mask.meta.config_hash = meta.config_hash
     return {MASK: mask, "history.json": {"imported_from": mask.meta.extra["imported_from"]}}
 
 
