@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import make_cfg
 
+from conftest import make_cfg
 from xsub import store
 from xsub.__main__ import run_stage
 from xsub.config import ConfigError
@@ -60,7 +60,7 @@ def test_lape_masks_every_language_and_reuses_statistics(gpt_root: str) -> None:
     prune(gpt_root, "pruning=lape", "lang=[xsvo,xsov]", *LOOSE)  # another set compared: new masks
     again = store.find(Path(gpt_root), "activations")
     assert {e.path: json.loads((e.path / store.DONE).read_text())["run_id"] for e in again} == run_ids
-    pairs = [e for e in masks(gpt_root, "lape") if e.settings["pruning"]["languages"] == ["xsvo", "xsov"]]
+    pairs = [e for e in masks(gpt_root, "lape") if e.settings["pruning"].get("languages") == ["xsvo", "xsov"]]
     assert sorted(e.fields["lang"] for e in pairs) == ["xsov", "xsvo"]
     assert {e.record["id"] for e in pairs}.isdisjoint({e.record["id"] for e in found.values()})
 
@@ -125,3 +125,21 @@ def test_steering_needs_a_causal_lm() -> None:
 
     with pytest.raises(ConfigError, match="causal-LM task"):
         steering.run(Inputs(cfg))
+
+
+def test_overlap_of_neuron_masks_compares_the_neurons(gpt_root: str) -> None:
+    prune(gpt_root, "pruning=lape", "lang=all", *LOOSE)
+    common = ["stage=analyze", *BASE, "pruning=lape", "lang=all", *LOOSE, f"paths.artifacts={gpt_root}"]
+    run_stage(make_cfg(*common, "analysis=overlap"))
+    (folder,) = [e.path for e in store.find(Path(gpt_root), "analysis", name="overlap")]
+    jac = pd.read_csv(folder / "jaccard.csv")
+    assert set(jac.part) == {"mlp"}  # heads are all kept by construction
+    sets = {}
+    for e in masks(gpt_root, "lape"):
+        if e.settings["pruning"].get("languages") == LANGS:
+            sets[e.fields["lang"]] = ~Mask.load(e.path / "mask.safetensors").mlp
+    a, b = sets["xsvo"], sets["xsov"]
+    union = int((a | b).sum())
+    want = 1.0 if union == 0 else int((a & b).sum()) / union
+    got = jac[(jac.lang_a == "xsvo") & (jac.lang_b == "xsov")].jaccard.item()
+    assert abs(got - want) < 1e-12

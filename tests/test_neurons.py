@@ -17,8 +17,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_decoders import tiny
 
+from test_decoders import tiny
 from xsub.mask import Mask
 from xsub.model import encoder_layers
 from xsub.neurons import collect

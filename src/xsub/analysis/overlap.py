@@ -24,6 +24,7 @@ from xsub import plots
 from xsub.analysis import Result
 from xsub.analysis.importance_tsne import importance_vectors
 from xsub.analysis.inputs import Inputs, Key
+from xsub.config import NEURON_METHODS
 from xsub.mask import Mask
 from xsub.tables import format_table
 
@@ -150,9 +151,18 @@ def jaccard_matrix(table: pd.DataFrame, part: str, multi_task: bool) -> tuple[pd
     return mean, std
 
 
+def _as_neuron_sets(masks: dict[Key, Mask]) -> dict[Key, Mask]:
+    """Language-neuron masks keep almost every unit, so their kept-unit Jaccard is near 1 whatever the
+    neurons: compare the neurons themselves (mlp True = the language's neuron), as LAPE reports overlap."""
+    return {k: Mask(m.heads, mlp=~m.mlp, meta=m.meta) for k, m in masks.items()}
+
+
 def run(inputs: Inputs) -> Result:
     masks = inputs.masks()
     parts = list(next(iter(masks.values())).parts)
+    neurons = str(inputs.method) in NEURON_METHODS
+    if neurons:  # every head is kept by construction: only the neurons say anything
+        masks, parts = _as_neuron_sets(masks), ["mlp"]
     multi = len(inputs.tasks) > 1
     importances = {}
     for key in masks:
@@ -173,9 +183,8 @@ def run(inputs: Inputs) -> Result:
     seeds = "seed " + ", ".join(map(str, inputs.seeds))
     for part in parts:
         mean, _ = jaccard_matrix(jac, part, multi)
-        title = f"Jaccard of kept {part} ({inputs.method}, {seeds}" + (
-            ", mean)" if len(inputs.seeds) > 1 else ")"
-        )
+        what = "language neurons" if neurons else f"kept {part}"
+        title = f"Jaccard of {what} ({inputs.method}, {seeds}" + (", mean)" if len(inputs.seeds) > 1 else ")")
         figures[f"jaccard_{part}"] = plots.heatmap(
             mean.to_numpy(),
             list(mean.index),

@@ -11,7 +11,7 @@ has act(·) > 0, `xsub.neurons`), the rule of their identify.py:
   higher than τ) to none.
 Deviations, both deliberate: ties in H are broken by neuron index (torch.topk leaves them unspecified,
 so their selection can differ from run to run); every language gets its set, also a language with no
-neuron (their split by `bincount` drops trailing languages with none and misaligns the rest).
+neuron (their split by `bincount` drops the languages after the last one that has any).
 """
 
 from __future__ import annotations

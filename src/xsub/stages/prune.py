@@ -332,7 +332,8 @@ def _neuron_model(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[An
 
 
 def _corpus(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, Any]]:
-    """LAPE: the language's train text in order up to `n_tokens` tokens; AP: `n_texts` texts by seed.
+    """LAPE: the language's train text in order up to `n_tokens` tokens; AP: `n_texts` texts by seed
+    (on a causal-LM task a text is one `data.max_length` block of joined documents, as it is encoded).
     Batched in length order without any MLM masking (the statistics read the text as it is)."""
     from xsub.data import load_split
     from xsub.data.encode import encode, pad_collate
@@ -407,7 +408,7 @@ def _neurons(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
             raise ConfigError(
                 f"LAPE selected no neuron: the activation probability at rank {p.filter_rate} is {tau:.4f} "
                 "and none of the lowest-entropy neurons is above it and the bar (saturated neurons); lower "
-                "pruning.filter_rate and pruning.activation_bar_ratio, e.g. 0.9, or raise pruning.top_rate"
+                "pruning.filter_rate and pruning.activation_bar_ratio, e.g. 0.9"
             )
         neurons, scores = member[langs.index(lang)], {"probability": probs.float()}
         history = {
