@@ -75,22 +75,22 @@ def test_gated_mlp_counts_act_of_gate_not_the_product() -> None:
 
 def _literal_lape(p: torch.Tensor, top_rate: float, filter_rate: float, bar_ratio: float) -> list[set]:
     """identify.py's rule written out element by element (ties by index)."""
-    L, I, K = p.shape
+    layers, units, langs = p.shape
     values = sorted(p.flatten().tolist())
     tau = values[max(round(len(values) * filter_rate), 1) - 1]
     bar = values[max(round(len(values) * bar_ratio), 1) - 1]
     entropies = []
-    for i in range(L):
-        for j in range(I):
+    for i in range(layers):
+        for j in range(units):
             row = p[i, j].tolist()
             total = sum(row)
             q = [x / total if total > 0 else 0.0 for x in row]
             h = -sum(x * math.log(x) for x in q if x > 0)
             if not any(x > tau for x in row):
                 h = math.inf
-            entropies.append((h, i * I + j))
-    chosen = [idx for _, idx in sorted(entropies)[: round(L * I * top_rate)]]
-    return [{(c // I, c % I) for c in chosen if p[c // I, c % I, k] > bar} for k in range(K)]
+            entropies.append((h, i * units + j))
+    chosen = [idx for _, idx in sorted(entropies)[: round(layers * units * top_rate)]]
+    return [{divmod(c, units) for c in chosen if p[divmod(c, units)][k] > bar} for k in range(langs)]
 
 
 @settings(max_examples=60, deadline=None)
