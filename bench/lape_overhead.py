@@ -6,7 +6,7 @@ tensors the pass computes anyway, so the pass should cost at most 1.15x a bare f
 one process on the same model and batches, alternating repeat by repeat (both see the same machine
 load); the figure is the ratio of their medians. Model: a random Llama-architecture decoder (gated
 SiLU MLP, GQA), by default Llama-3.2-1B's layer shape (d 2048, 8192 intermediate, 32 heads, 8 key/value
-heads) with 2 layers and a 32k vocabulary; `--quick` a quarter of that width.
+heads) with 4 layers and a 32k vocabulary; `--quick` a quarter of that width.
 
     python bench/lape_overhead.py            # prints: lape statistics overhead: N.NNx of a bare forward
     python bench/lape_overhead.py --quick
@@ -35,7 +35,7 @@ def build(quick: bool) -> torch.nn.Module:
         vocab_size=32000 // scale,
         hidden_size=2048 // scale,
         intermediate_size=8192 // scale,
-        num_hidden_layers=2,
+        num_hidden_layers=4,
         num_attention_heads=32 // scale,
         num_key_value_heads=8 // scale,
         max_position_embeddings=512,
@@ -49,9 +49,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--length", type=int, default=256)
-    ap.add_argument("--batches", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.length, args.repeats = 128, 3
     model = build(args.quick)

@@ -73,3 +73,10 @@ def test_cka_bench_quick(tmp_path):
     assert len(gram_rows) == 2, out  # n = 500 and 2000
     for row in gram_rows:  # streamed CKA equals the Gram-matrix formula
         assert float(row[5]) < 1e-9 and float(row[6]) < 1e-9, out
+
+
+def test_lape_overhead_quick(tmp_path):
+    out = bench("lape_overhead.py", "--quick", cache=tmp_path)
+    m = re.search(r"lape statistics overhead: (\d+\.\d\d)x of a bare forward", out)
+    assert m, out
+    assert float(m.group(1)) < 1.5, out  # the target is 1.15x (bench/README.md); smoke sizes, loaded machine

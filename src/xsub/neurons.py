@@ -64,13 +64,15 @@ def collect(
     means: list[list[torch.Tensor]] = [[] for _ in layers]
     state: dict[str, torch.Tensor | None] = {"mask": None}
 
-    def tokens(x: torch.Tensor) -> torch.Tensor:
+    def positive(x: torch.Tensor) -> torch.Tensor:
+        """Per unit, the non-padding tokens where x > 0 (an int32 sum: the cheapest reduction here)."""
         m = state["mask"]
-        return x if m is None else x & m.unsqueeze(-1)
+        hit = x > 0 if m is None else (x > 0) & m.unsqueeze(-1)
+        return hit.reshape(-1, hit.shape[-1]).sum(0, dtype=torch.int32)
 
     def count(index: int):
         def hook(_module, _args, output):
-            over_zero[index] += tokens(output > 0).sum((0, 1))
+            over_zero[index] += positive(output)
 
         return hook
 
@@ -78,7 +80,7 @@ def collect(
         def hook(_module, args):
             x = args[0]
             if counts:
-                over_zero[index] += tokens(x > 0).sum((0, 1))
+                over_zero[index] += positive(x)
             if per_text:
                 m = state["mask"]
                 w = torch.ones(x.shape[:2], device=x.device) if m is None else m.float()
