@@ -37,6 +37,8 @@ bench: install-dev bench-reference
 	$(BIN)/python bench/importance.py $(BENCH_ARGS)
 	$(BIN)/python bench/prune_end_to_end.py $(BENCH_ARGS)
 	$(BIN)/python bench/cka.py $(BENCH_ARGS)
+	$(BIN)/python bench/decoder_importance.py $(BENCH_ARGS)
+	$(BIN)/python bench/lape_overhead.py $(BENCH_ARGS)
 
 # The reference environment: transformers 4.x (head_mask) on the same pinned torch.
 bench-reference: $(REF)/.installed

@@ -43,6 +43,8 @@ def test_parallel_sweep_jobs_share_one_store(tmp_path):
     logs = [p.read_text() for p in (tmp_path / "multirun").glob("*/__main__.log")]
     assert len(logs) == 2 and sum("generated synthetic" in log for log in logs) == 1
     assert not _hidden_leftovers(root)
+    # submitit's job folders are named by job id; no literal ".submitit/%j" folder is left beside them
+    assert not list((tmp_path / "multirun").rglob("%j"))
 
 
 def test_identical_concurrent_prunes_agree(finetuned_root, tmp_path):

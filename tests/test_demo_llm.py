@@ -47,6 +47,7 @@ def test_demo_llm_runs_and_pruning_matters(tmp_path: Path) -> None:
 
     (table,) = list(tmp_path.glob("analysis/**/crosseval.csv"))
     t = pd.read_csv(table)
+    assert t.bits_per_byte.notna().all() and (t.bits_per_byte > 0).all()  # beside perplexity (causal LM)
     full = t[t["mask"] == "full"].set_index("eval_lang").value
     own = t[(t["mask"] == "own") & (t.mask_lang == t.eval_lang)].set_index("eval_lang").value
     rnd = t[(t["mask"] == "random") & (t.mask_lang == t.eval_lang)].set_index("eval_lang").value

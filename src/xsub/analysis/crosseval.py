@@ -1,7 +1,8 @@
 """Cross-language evaluation: is language A's subnetwork a subnetwork for language B too?
 
 For every mask language A and evaluation language B, the finetuned model with A's mask applied is scored
-on B's split (the task metric; perplexity for MLM). References per row: the full model, and a random
+on B's split (the task metric; perplexity for MLM; for causal LMs perplexity and bits per byte, which
+compares models with different tokenizers). References per row: the full model, and a random
 mask with A's number of kept units per part (the "random of equal size" baseline), drawn from the seed.
 Evaluation batches are built once per language, so every mask sees the same examples and masked tokens.
 """
@@ -26,6 +27,7 @@ def run(inputs: Inputs) -> Result:
         for seed in inputs.seeds:
             masks = {lang: inputs.mask(task, lang, seed) for lang in inputs.langs}
             model, tokenizer = inputs.model(task, inputs.model_seed(list(masks.values()), seed))
+            metric = inputs.metric(task, tokenizer)  # causal LMs: bits per byte beside perplexity
             data = {lang: inputs.batches(task, lang, an.split, tokenizer) for lang in inputs.langs}
             inputs.evaluated = {lang: sum(len(b["input_ids"]) for b in bs) for lang, bs in data.items()}
             candidates = [("full", "-", None)]
@@ -46,6 +48,8 @@ def run(inputs: Inputs) -> Result:
                                 "eval_lang": eval_lang,
                                 "metric": metric.name,
                                 "value": score[metric.name],
+                                # comparable across tokenizers (causal LMs; absent elsewhere)
+                                "bits_per_byte": score.get("bits_per_byte"),
                                 "heads_kept": mask.num_heads_kept if mask else None,
                             }
                         )

@@ -124,10 +124,11 @@ class Inputs:
             return self.cfg
         return store.upstream(self.cfg, str(self.cfg.stage), task=name)
 
-    def metric(self, task: str) -> TaskMetric:
+    def metric(self, task: str, tokenizer: Any = None) -> TaskMetric:
+        """The task's metric; with the model's tokenizer a causal LM also reports bits per byte."""
         from xsub.metrics import task_metric
 
-        return task_metric(self.task(task))
+        return task_metric(self.task(task), tokenizer)
 
     # ---- masks and pruning histories --------------------------------------------------------------
 
