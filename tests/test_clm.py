@@ -150,6 +150,10 @@ def test_configs_compose() -> None:
         "stage=prune",
         "stage=analyze",
         "stage=analyze",
+        "stage=prune",  # LAPE
+        "stage=analyze",  # ablation
+        "stage=prune",  # average precision
+        "stage=analyze",  # steering
     ]
     for step in demo.pipeline.steps:
         compose(*step)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any
+import glob
+import os
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is asked: a finished job is skipped without it
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # torch.cpu.get_capabilities() keys that mean hardware bf16 dot products (x86, then Arm)
@@ -32,6 +35,8 @@ def cpu_has_native_bf16() -> bool:
     `torch.ops.mkldnn._is_mkldnn_bf16_supported()` alone is not enough: it is also true on AVX512
     CPUs without the bf16 instructions (Skylake, Cascade Lake), where oneDNN emulates bf16.
     """
+    import torch
+
     get = getattr(torch.cpu, "get_capabilities", None)
     if get is None or not torch.backends.mkldnn.is_available():
         return False
@@ -57,6 +62,8 @@ CPU_BF16_MIN_HIDDEN = 256
 def resolve(precision: str, device: torch.device | str, hidden_size: int | None = None) -> str:
     """ "bf16" or "fp32": what `precision` (auto | fp32 | bf16) means on `device` for a model of
     `hidden_size` (None: a pretrained checkpoint, taken as large)."""
+    import torch
+
     if check(str(precision)) != "auto":
         return str(precision)
     device = torch.device(device)
@@ -68,15 +75,33 @@ def resolve(precision: str, device: torch.device | str, hidden_size: int | None 
     return "fp32"
 
 
+def _no_gpu_here() -> bool:
+    """No GPU driver on this machine (no NVIDIA or ROCm device files): `auto` cannot pick CUDA."""
+    return not (
+        os.path.exists("/proc/driver/nvidia/version")
+        or glob.glob("/dev/nvidia[0-9]*")
+        or os.path.exists("/dev/kfd")
+    )
+
+
 def for_run(cfg: Any) -> str:
     """The precision a run's matmuls use: its `precision` on its device for its model (the embedded
-    model's size is known from the config; a checkpoint counts as large)."""
+    model's size is known from the config; a checkpoint counts as large). Answered without importing
+    torch where the answer cannot depend on it (an explicit precision; a small model on a CPU)."""
+    precision = check(str(cfg.precision))
     hidden = int(cfg.model.arch.hidden_size) if str(cfg.model.source) == "embedded" else None
-    return resolve(str(cfg.precision), pick_device(cfg.train.device), hidden)
+    if precision != "auto":
+        return precision
+    on_cpu = str(cfg.train.device) == "cpu" or (str(cfg.train.device) == "auto" and _no_gpu_here())
+    if on_cpu and hidden is not None and hidden < CPU_BF16_MIN_HIDDEN:
+        return "fp32"
+    return resolve(precision, pick_device(cfg.train.device), hidden)
 
 
 def dtype(precision: str, device: torch.device | str) -> torch.dtype:
     """The matmul dtype: torch.bfloat16 or torch.float32."""
+    import torch
+
     return torch.bfloat16 if resolve(precision, device) == "bf16" else torch.float32
 
 
@@ -87,6 +112,8 @@ def describe(precision: str, device: torch.device | str) -> str:
 
 def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.AbstractContextManager:
     """bf16 autocast where `precision` resolves to bf16 on `device`, else a no-op context."""
+    import torch
+
     device = torch.device(device)
     if resolve(precision, device) != "bf16":
         return contextlib.nullcontext()
@@ -95,6 +122,8 @@ def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.
 
 def pick_device(name: str = "auto") -> torch.device:
     """`train.device`: a torch device name, or auto (CUDA where there is one, else the CPU)."""
+    import torch
+
     if name != "auto":
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -122,14 +122,6 @@ class XsubBasicLauncher(BasicLauncher):
         return runs
 
 
-def _drop_literal_job_folder(folder: str) -> None:
-    """submitit's local executor also creates its folder path literally (`.submitit/%j`), beside the
-    per-job folders it names by job id: an empty one is removed, so a sweep leaves only real ones."""
-    path = Path(folder)
-    if "%j" in path.name and path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-
-
 class _Submitit:
     """What the local and Slurm submitit launchers share (mixed in before their hydra class)."""
 
@@ -196,7 +188,6 @@ class _Submitit:
             )
         with sweep.environ(**self._threads_env(len(job_overrides))):
             jobs = executor.map_array(self, *zip(*params))
-        _drop_literal_job_folder(str(self.params["submitit_folder"]))
         for plan, job in zip(planned, jobs):
             plan.update(job_id=str(job.job_id), stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         sweep.write_manifest(Path(sweep_dir), self._EXECUTOR, planned)

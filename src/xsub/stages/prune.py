@@ -22,17 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xsub import sanity, store, tracking
+from xsub import store, tracking
 from xsub.config import selected_languages
-from xsub.mask import Mask, MaskMeta
 from xsub.tables import format_table
 
 if TYPE_CHECKING:
     import datasets
     import torch
 
-# The data, model, metric and pruning modules (datasets, transformers, torchmetrics) are imported
-# where they are used, so a finished prune is skipped in about 2 s.
+    from xsub.mask import Mask, MaskMeta
+
+# The data, model, metric and pruning modules (datasets, transformers, torchmetrics) and torch itself
+# (through the Mask type) are imported where they are used, so a finished prune is skipped in about 2 s:
+# its results row comes from DONE.json.
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,13 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
     with store.claim(cfg, key, force=cfg.force) as job:
         if job.done is not None:
             log.info("already pruned: %s (force=true to redo)", job.path)
+            if "result" in job.done:  # the row of the results table, recorded when it was made
+                return {**job.done["result"], "seconds": 0.0, "path": str(job.path)}
+            from xsub.mask import Mask
+
             return _summary(Mask.load(job.path / MASK), job.path, seconds=0.0)
+        from xsub.mask import Mask, MaskMeta
+
         start = time.perf_counter()
         partial = job.start()
         meta = MaskMeta(
@@ -91,7 +99,8 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
             checkpoint = store.Checkpoint(partial / "rounds.pt", key.id)
             files = METHODS[cfg.pruning.method](lcfg, lang, meta, job, checkpoint, tracker)
             mask = files[MASK]
-            record: dict[str, Any] = {"mask": MASK, "summary": mask.summary()}
+            result = _summary(mask, job.path, seconds=time.perf_counter() - start)
+            record: dict[str, Any] = {"mask": MASK, "summary": mask.summary(), "result": result}
             if mask.meta.method == "imp":
                 record["ticket"] = _ticket_record(mask)
             with job.commit(record) as tmp:
@@ -142,6 +151,8 @@ def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> 
 
 def _chance_guard(cfg: DictConfig, lang: str, loader) -> Any:
     """A check of the unpruned score: refuses, in one line, a classifier within noise of chance."""
+    from xsub import sanity
+
     chance = sanity.chance_of(loader) if METRIC_NAMES.get(cfg.task.kind) == "accuracy" else None
     what = f"the finetuned {cfg.model.name} on {cfg.task.name} {lang} (pruning data)"
     return lambda score: sanity.refuse_if_chance(score, chance, what, cfg.pruning.allow_chance)
@@ -253,6 +264,7 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     """IMP with rewinding while finetuning the *pretrained* model on this language (Foroutan et al.)."""
     from xsub.data import load_split
     from xsub.data.encode import encode
+    from xsub.mask import MaskMeta
     from xsub.metrics import task_metric
     from xsub.model import config_hash, load_model
     from xsub.pruning.imp import Segment, imp_num_events, imp_prune
@@ -484,6 +496,8 @@ METHODS = {
 
 
 def _merged_meta(base: MaskMeta, found: MaskMeta, **extra: Any) -> MaskMeta:
+    from xsub.mask import MaskMeta
+
     merged = base.to_dict() | {k: v for k, v in found.to_dict().items() if v not in (None, "", {})}
     merged["extra"] = {**base.extra, **found.extra, **extra}
     return MaskMeta.from_dict(merged)
