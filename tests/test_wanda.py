@@ -88,6 +88,15 @@ def test_masks_of_different_languages_differ(finetuned_root):
     for a, b in itertools.combinations(langs, 2):
         assert _jaccard(masks[a], masks[b]) < 1.0, (a, b)
 
+    # the masks' crosseval at equal sparsity, with the settings that sized them in its note
+    analyze = [a.replace("stage=prune", "stage=analyze") for a in TINY]
+    done = run_stage(
+        make_cfg(
+            *analyze, f"lang=[{','.join(langs)}]", "analysis=crosseval", f"paths.artifacts={finetuned_root}"
+        )
+    )
+    assert "sparsity 0.5" in done["summary"]
+
 
 def prunable_shapes_of(root, cfg) -> dict:
     from xsub.model import load_finetuned

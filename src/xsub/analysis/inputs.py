@@ -76,7 +76,10 @@ class Inputs:
         p = self.cfg.pruning
         method = str(self.method)
         if "n_examples" in p:
-            method += f" on {p.n_examples} examples per language, threshold {p.threshold:g}"
+            method += f" on {p.n_examples} examples per language"
+        for knob in ("threshold", "sparsity", "top_rate", "top_k"):  # what sets the mask's size
+            if knob in p:
+                method += f", {knob} {p[knob]:g}"
         seeds = ", ".join(map(str, self.seeds))
         parts = [
             f"{self.model_name} on {'+'.join(self.tasks)}",
