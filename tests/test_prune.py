@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,7 +188,12 @@ def test_wandb_offline_run_records_the_mask_artifact_name_and_group(finetuned_ro
     root = _copy_root(finetuned_root, tmp_path / "w")
     cfg = make_cfg(*TINY, "lang=xsov", "pruning.max_rounds=1", "logger=wandb", f"paths.artifacts={root}")
     run_stage(cfg)
-    run = next(Path(root).glob("wandb/**/offline-run-*/run-*.wandb")).read_bytes()
+    file = next(Path(root).glob("wandb/**/offline-run-*/run-*.wandb"))
+    # wandb-core (one service process per session) writes the log asynchronously; on a loaded machine
+    # the records can land a moment after finish() returns, so wait for them (at most 60 s)
+    deadline = time.monotonic() + 60
+    while b"mask.json" not in (run := file.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     # the offline transaction log stores these strings verbatim (protobuf); `wandb sync` uploads them
     for expected in (
         b"prune-synth-cls-xsov-s0",
