@@ -1,6 +1,6 @@
 """Head importance, xsub vs the original projects' stack, same weights and batches: speed, memory, agreement.
 
-The reference (bench/reference/seed_style.py, run in bench/reference/.venv with transformers 4.57)
+The reference (bench/reference/original_style.py, run in bench/reference/.venv with transformers 4.57)
 computes importance the original projects' way: `head_mask`, eager attention, fp32, gradients for every
 parameter, every batch padded to 128, and a separate evaluation pass for the round's score. xsub's pass
 (`xsub.pruning.importance.importance`) is measured as a ladder, one change at a time:

@@ -1,6 +1,6 @@
 """A full per-language head-pruning loop, xsub vs the original projects' loop, to the same final mask.
 
-Reference: bench/reference/seed_style.py `prune` (bertology's mask_heads in the original projects' style, on
+Reference: bench/reference/original_style.py `prune` (bertology's mask_heads as the originals ran it, on
 transformers 4.57: head_mask, eager, all-parameter gradients, pad to fixed length, importance pass +
 separate evaluation pass per round). xsub: `xsub.pruning.structured.prune_heads` exactly as
 stage=prune calls it (gate-only gradients, SDPA, dynamic padding, the score from the importance pass),

@@ -1,7 +1,8 @@
-"""Smoke runs of the benchmarks on tiny sizes: they run end to end, and xsub agrees with the seeds' stack.
+"""Smoke runs of the benchmarks on tiny sizes: they run end to end, and xsub agrees with the original
+projects' stack.
 
 The reference side runs in bench/reference/.venv (transformers 4.x, made here with `make bench-reference`
-from the package registry), so these tests also check that xsub's gate importance is the seeds'
+from the package registry), so these tests also check that xsub's gate importance is the original projects'
 head_mask importance and that both pruning loops end on the same mask.
 """
 

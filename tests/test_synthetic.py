@@ -71,7 +71,7 @@ def test_language_table() -> None:
     assert all(langs == list(syn.LANGUAGES) for langs in syn.TASK_LANGUAGES.values())
 
 
-# Written out rather than taken from the module: these are the real sources' schemas (DATASETS.md).
+# Written out rather than taken from the module: these are the real sources' schemas.
 SCHEMAS = {
     "cls": pa.schema([("id", pa.int64()), ("text", pa.string()), ("label", pa.int64())]),
     "ner": pa.schema(

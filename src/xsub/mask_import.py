@@ -1,4 +1,5 @@
-"""Importers for masks released by the seed projects, turned into `xsub.mask.Mask` objects.
+"""Importers for masks released by the original projects (LSS, Foroutan et al. 2022) and by LAPE
+(Tang et al. 2024), turned into `xsub.mask.Mask` objects.
 
 Kept apart from the Mask type because reading foreign files is a trust boundary of its own: released
 masks come as torch.save'd tensors or `{param}_mask` dicts, `.npy` arrays, bare safetensors or LAPE's
@@ -75,7 +76,7 @@ def import_mask(
     threshold: float = 0.5,
     **meta: Any,
 ) -> Mask:
-    """Turn a seed project's released mask file into a `Mask` (then `save` it; stages read only ours).
+    """Turn a mask file released by an original project into a `Mask` (then `save` it; stages read only ours).
 
     Accepted: `.pkl/.pt/.pth/.bin` written by torch.save holding a float [L, H] head tensor or a
     `{param}_mask` dict of per-weight tensors (Foroutan et al. 2022; `prefix_map` renames parameter prefixes,

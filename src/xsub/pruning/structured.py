@@ -1,6 +1,6 @@
 """Structured pruning of heads and MLPs by gate-gradient importance, iterated as the original projects ran it.
 
-`prune_heads` is the iterative loop of bertology's `mask_heads` (as the seed projects ran it) and of
+`prune_heads` is the iterative loop of bertology's `mask_heads` (as LSS and CLS ran it) and of
 the joint heads+MLP schedule: mask the least important units still on, re-measure under the new mask
 (`xsub.pruning.importance`), stop once the score crosses the threshold and return the last mask that
 did not. Every round is kept in a history (importances for t-SNE, scores for curves) and checkpointed,

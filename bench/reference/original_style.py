@@ -18,8 +18,8 @@ among heads still on, ties by lower index; stop when a part would be emptied).
 
 Runs in bench/reference/.venv (`make bench-reference`), never imports xsub:
 
-    python bench/reference/seed_style.py importance --model DIR --workload W.pt --out R.json
-    python bench/reference/seed_style.py prune --model DIR --workload W.pt --out R.json --threshold 0.9
+    python bench/reference/original_style.py importance --model DIR --workload W.pt --out R.json
+    python bench/reference/original_style.py prune --model DIR --workload W.pt --out R.json --threshold 0.9
 """
 
 from __future__ import annotations
