@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from xsub.model.arch import encoder_layers, in_features
-from xsub.precision import autocast
+from xsub.trainer import autocast, hooked
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -96,10 +96,8 @@ def collect(
             handles.append(lm.act.register_forward_hook(count(lm.index)))
         if lm.act is None or per_text:
             handles.append(lm.ffn_out.register_forward_pre_hook(unit(lm.index, lm.act is None)))
-    was_training = model.training
-    model.eval()
     n_tokens, per_text_tokens = 0, []
-    try:
+    with hooked(model, handles):
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if k in INPUTS}
             mask = batch.get("attention_mask")
@@ -113,10 +111,6 @@ def collect(
             per_text_tokens.append(counted.cpu())
             with autocast(device, precision):
                 model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     stats = Statistics(over_zero.cpu(), n_tokens)
     if per_text:
         stats.text_means = torch.stack([torch.cat(m).cpu() for m in means], dim=1)  # [N, L, I]

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +33,20 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(XsubError):
     """Loss became NaN/inf."""
+
+
+@contextlib.contextmanager
+def hooked(model: torch.nn.Module, handles: list) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode with its forward `handles` registered; on exit (an error too) the hooks
+    are removed and the train mode restored, so a statistics pass leaves the model as it found it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

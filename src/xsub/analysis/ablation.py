@@ -56,10 +56,7 @@ def run(inputs: Inputs) -> Result:
     for task in inputs.tasks:
         metric = inputs.metric(task)
         for seed in inputs.seeds:
-            masks = {lang: inputs.mask(task, lang, seed) for lang in inputs.langs}
-            model, tokenizer = inputs.model(task, seed)
-            data = {lang: inputs.batches(task, lang, an.split, tokenizer) for lang in inputs.langs}
-            inputs.evaluated = {lang: sum(len(b["input_ids"]) for b in bs) for lang, bs in data.items()}
+            masks, model, _, data = inputs.evaluation(task, seed, an.split)
             means = _mean_activation(inputs, model, data) if an.ablate == "mean" else None
             full = {b: _scored(inputs, model, bs, metric, None, None) for b, bs in data.items()}
             for a, mask in masks.items():

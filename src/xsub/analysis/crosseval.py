@@ -25,11 +25,8 @@ def run(inputs: Inputs) -> Result:
     for task in inputs.tasks:
         metric = inputs.metric(task)
         for seed in inputs.seeds:
-            masks = {lang: inputs.mask(task, lang, seed) for lang in inputs.langs}
-            model, tokenizer = inputs.model(task, inputs.model_seed(list(masks.values()), seed))
+            masks, model, tokenizer, data = inputs.evaluation(task, seed, an.split)
             metric = inputs.metric(task, tokenizer)  # causal LMs: bits per byte beside perplexity
-            data = {lang: inputs.batches(task, lang, an.split, tokenizer) for lang in inputs.langs}
-            inputs.evaluated = {lang: sum(len(b["input_ids"]) for b in bs) for lang, bs in data.items()}
             candidates = [("full", "-", None)]
             for lang, mask in masks.items():
                 candidates.append(("own", lang, mask))

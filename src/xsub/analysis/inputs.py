@@ -233,6 +233,16 @@ class Inputs:
             model, tokenizer = load_finetuned(directory / "model", kind)
         return model.to(self.device).eval(), tokenizer
 
+    def evaluation(self, task: str, seed: int, split: str) -> tuple[dict[str, Mask], Any, Any, dict]:
+        """What a cross-language evaluation of one (task, seed) needs: every language's mask, the model
+        they were pruned from (and its tokenizer), and each language's `split` batches, built once so
+        every mask sees the same examples (`evaluated` records how many per language)."""
+        masks = {lang: self.mask(task, lang, seed) for lang in self.langs}
+        model, tokenizer = self.model(task, self.model_seed(list(masks.values()), seed))
+        data = {lang: self.batches(task, lang, split, tokenizer) for lang in self.langs}
+        self.evaluated = {lang: sum(len(b["input_ids"]) for b in bs) for lang, bs in data.items()}
+        return masks, model, tokenizer, data
+
     def encoded(self, task: str, lang: str, role: str, tokenizer: Any, n: int = 0) -> datasets.Dataset:
         """Split `role` of (task, lang), tokenized; the first `n` of a fixed shuffle when n > 0."""
         from xsub.data import load_split

@@ -121,15 +121,6 @@ _PATHS: dict[str, dict[str, Any]] = {
         "ffn_in": ("fc1",),
         "ffn_out": "fc2",
     },
-    "opt": {
-        "layers": "decoder.layers",
-        "query": "self_attn.q_proj",
-        "key": "self_attn.k_proj",
-        "value": "self_attn.v_proj",
-        "attn_out": "self_attn.out_proj",
-        "ffn_in": ("fc1",),
-        "ffn_out": "fc2",
-    },
     "gpt2": {  # Conv1D: weight [in, out]
         "layers": "h",
         "qkv": "attn.c_attn",
@@ -148,6 +139,8 @@ _PATHS: dict[str, dict[str, Any]] = {
     },
 }
 
+
+_PATHS["opt"] = {**_PATHS["xglm"], "layers": "decoder.layers"}  # OPT's layers are XGLM's, one level down
 
 # --------------------------------------------------------------------------------------------------
 # Discovery

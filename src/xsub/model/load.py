@@ -160,20 +160,12 @@ def _load_embedded(
     if kind == "clm" or model_cfg.family == "llama":
         return _embedded_decoder(model_cfg, kind, num_labels, tokenizer, attn, seed), tokenizer
     config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=arch.hidden_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        intermediate_size=arch.intermediate_size,
-        max_position_embeddings=arch.max_position_embeddings,
+        **_embedded_sizes(arch, tokenizer),
         hidden_dropout_prob=arch.hidden_dropout_prob,
         attention_probs_dropout_prob=arch.attention_probs_dropout_prob,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         **_head_kwargs(kind, num_labels),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _auto_class(kind).from_config(config, attn_implementation=attn)
+    model = _seeded(kind, config, attn, seed)
     log.info(
         "embedded model %s: random init (seed %d), %d layers x %d heads, d=%d",
         model_cfg.name,
@@ -183,6 +175,26 @@ def _load_embedded(
         arch.hidden_size,
     )
     return model.eval(), tokenizer
+
+
+def _embedded_sizes(arch: Any, tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """The config sizes both embedded architectures take from `model.arch` and the tokenizer."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": arch.hidden_size,
+        "num_hidden_layers": arch.num_hidden_layers,
+        "num_attention_heads": arch.num_attention_heads,
+        "intermediate_size": arch.intermediate_size,
+        "max_position_embeddings": arch.max_position_embeddings,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+    }
+
+
+def _seeded(kind: str, config: Any, attn: str, seed: int) -> PreTrainedModel:
+    """A model of `config` initialised from `seed`, without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _auto_class(kind).from_config(config, attn_implementation=attn)
 
 
 def _embedded_decoder(
@@ -201,25 +213,16 @@ def _embedded_decoder(
             f"model {model_cfg.name}: {arch.num_attention_heads} heads must divide hidden_size "
             f"{arch.hidden_size} and split into model.arch.num_key_value_heads={kv} groups"
         )
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
+        **_embedded_sizes(arch, tokenizer),
         num_key_value_heads=kv,
-        max_position_embeddings=arch.max_position_embeddings,
         attention_dropout=arch.attention_probs_dropout_prob,
-        pad_token_id=pad,
         bos_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
         eos_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
         tie_word_embeddings=True,
         **_head_kwargs(kind, num_labels),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _auto_class(kind).from_config(config, attn_implementation=attn)
+    model = _seeded(kind, config, attn, seed)
     log.info(
         "embedded decoder %s: random init (seed %d), %d layers x %d heads (%d key/value), d=%d",
         model_cfg.name,

@@ -26,7 +26,7 @@ from xsub.mask import Mask, MaskMeta
 from xsub.model import encoder_layers
 from xsub.pruning.magnitude import all_kept, sparsity, weight_mask
 from xsub.subnetwork import KeepMasks, weights_masked
-from xsub.trainer import autocast
+from xsub.trainer import autocast, hooked
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,13 @@ def input_norms(
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
-    was_training = model.training
-    model.eval()
-    try:
+    with hooked(model, handles):
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             mask = batch.get("attention_mask")
             keep["tokens"] = mask.bool() if mask is not None else None
             with autocast(device, precision):
                 model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     return {n: s.sqrt().float() for n, s in sums.items()}
 
 

@@ -53,30 +53,23 @@ def _slurm_states(ids: list[str]) -> dict[str, str]:
         return {}
     arrays = sorted({i.split("_")[0] for i in ids})
     found: dict[str, str] = {}
-    if shutil.which("sacct"):
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-j", ",".join(arrays), "-o", "JobID,State"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        for line in out.stdout.splitlines() if out.returncode == 0 else []:
-            job, _, state = line.partition("|")
-            for one in _array_tasks(job):
-                found[one] = state.split()[0] if state else ""
-    if shutil.which("squeue"):
-        out = subprocess.run(
-            ["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        for line in out.stdout.splitlines() if out.returncode == 0 else []:
-            job, _, state = line.partition("|")
-            found.setdefault(job, state)
+    for job, state in _states("sacct", "-n", "-X", "-P", "-j", ",".join(arrays), "-o", "JobID,State"):
+        for one in _array_tasks(job):
+            found[one] = state.split()[0] if state else ""
+    for job, state in _states("squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T"):
+        found.setdefault(job, state)
     return found
+
+
+def _states(*cmd: str) -> list[tuple[str, str]]:
+    """(job, state) pairs a Slurm command prints as `job|state` lines; none where it is not installed
+    or fails (a cluster without accounting has no sacct)."""
+    if not shutil.which(cmd[0]):
+        return []
+    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        return []
+    return [(job, state) for job, _, state in (line.partition("|") for line in out.stdout.splitlines())]
 
 
 def _array_tasks(job: str) -> list[str]:
