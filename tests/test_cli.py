@@ -170,7 +170,8 @@ def test_read_only_store_serves_a_finished_stage_and_names_the_path_it_cannot_wr
     done = _read_only(root, *TRAIN, f"paths.artifacts={root}")  # its run log cannot go into the store
     assert done.returncode == 0, done.stderr[-2000:]
     assert "already trained" in done.stdout + done.stderr
-    new = _read_only(root, *TRAIN, "train.lr=1e-3", f"paths.artifacts={root}")
+    # a learning rate no other test of the session store trains with: a new result, not a reuse
+    new = _read_only(root, *TRAIN, "train.lr=7e-4", f"paths.artifacts={root}")
     assert new.returncode != 0 and "Traceback" not in new.stderr, new.stderr[-2000:]
     (line,) = [x for x in new.stderr.strip().splitlines() if x.startswith("xsub:")]
     assert line.startswith("xsub: error: cannot write ") and str(root) in line and "read-only" in line

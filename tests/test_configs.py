@@ -255,6 +255,7 @@ BAD = {
     "data.num_workers": "-1",
     "data.split_half": "3",
     "data.mlm_probability": "1.0",
+    "model.device_map": "everywhere",
     "model.arch.hidden_size": "0",
     "model.arch.num_hidden_layers": "0",
     "model.arch.num_attention_heads": "0",

@@ -93,6 +93,9 @@ class ArchConfig:
     num_key_value_heads: int = 0  # decoders (family llama): key/value heads for GQA; 0 = one per query head
 
 
+DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")  # accelerate's; "" = one device
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING  # id used in artifact paths
@@ -104,6 +107,10 @@ class ModelConfig:
     pretrain_task: str = ""  # embedded: the task whose train-stage output is this model's pretrained weights
     arch: ArchConfig = field(default_factory=ArchConfig)
     attn_implementation: str = "sdpa"
+    # accelerate's placement for a model larger than one GPU: auto | balanced | balanced_low_0 |
+    # sequential ("" = the whole model on train.device); max_memory caps each device, {0: 70GiB, cpu: 200GiB}
+    device_map: str = ""
+    max_memory: Any = None
 
 
 @dataclass
@@ -722,6 +729,11 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.num_workers", lambda v: v >= 0, ">= 0"),
     ("data.split_half", lambda v: v in (0, 1, 2), "0, 1 or 2"),
     ("data.mlm_probability", lambda v: 0 < v < 1, "in (0, 1)"),
+    (
+        "model.device_map",
+        lambda v: v in DEVICE_MAPS,
+        "auto, balanced, balanced_low_0 or sequential (empty: the whole model on train.device)",
+    ),
     ("model.arch.hidden_size", lambda v: v >= 1, ">= 1"),
     ("model.arch.num_hidden_layers", lambda v: v >= 1, ">= 1"),
     ("model.arch.num_attention_heads", lambda v: v >= 1, ">= 1"),
@@ -818,6 +830,19 @@ def validate(cfg: DictConfig, stages: tuple[str, ...]) -> None:
     _check_ranges(cfg)
     _check_same_mask(cfg)
     _check_neuron_languages(cfg)
+    _check_placement(cfg)
+
+
+def _check_placement(cfg: DictConfig) -> None:
+    """What holds two models, or mixtures of their weights, on one device cannot take a device_map."""
+    if not cfg.model.get("device_map"):
+        if cfg.model.get("max_memory"):
+            raise ConfigError("model.max_memory caps accelerate's placement; set model.device_map=auto too")
+        return
+    one_device = {"interpolate": "stage=interpolate", "analyze:stitch": "analysis=stitch"}
+    what = one_device.get(str(cfg.stage)) or one_device.get(f"{cfg.stage}:{cfg.analysis.get('name', '')}")
+    if what:
+        raise ConfigError(f"{what} holds two models' weights on one device; drop model.device_map")
 
 
 def _check_neuron_languages(cfg: DictConfig) -> None:

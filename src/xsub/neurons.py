@@ -66,9 +66,9 @@ def collect(
 
     def positive(x: torch.Tensor) -> torch.Tensor:
         """Per unit, the non-padding tokens where x > 0 (an int32 sum: the cheapest reduction here)."""
-        m = state["mask"]
-        hit = x > 0 if m is None else (x > 0) & m.unsqueeze(-1)
-        return hit.reshape(-1, hit.shape[-1]).sum(0, dtype=torch.int32)
+        m = state["mask"]  # on the inputs' device; a layer may sit on another (model.device_map)
+        hit = x > 0 if m is None else (x > 0) & m.to(x.device).unsqueeze(-1)
+        return hit.reshape(-1, hit.shape[-1]).sum(0, dtype=torch.int32).to(over_zero.device)
 
     def count(index: int):
         def hook(_module, _args, output):
@@ -83,7 +83,7 @@ def collect(
                 over_zero[index] += positive(x)
             if per_text:
                 m = state["mask"]
-                w = torch.ones(x.shape[:2], device=x.device) if m is None else m.float()
+                w = torch.ones(x.shape[:2], device=x.device) if m is None else m.to(x.device).float()
                 means[index].append(
                     (x.float() * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1)
                 )

@@ -60,6 +60,8 @@ IGNORED = (
     "train.progress",  # progress display
     "train.save_steps",  # which snapshots are kept, not how training goes
     "train.device",  # where it runs (the resolved precision is hashed)
+    "model.device_map",  # how the weights are spread over devices, not what they compute
+    "model.max_memory",
     "data.num_workers",  # data loading processes
     "pruning.allow_chance",  # whether a model at chance may be pruned, not how it is pruned
 )
@@ -186,7 +188,7 @@ def model_key(cfg: DictConfig) -> Key:
     settings: dict[str, Any] = {
         "task": _plain(cfg.task),
         "langs": selected_languages(cfg),
-        "model": _plain(cfg.model),
+        "model": _section(cfg, "model"),
         "data": _section(cfg, "data"),
         "train": _section(cfg, "train"),
         "seed": int(cfg.seed),
@@ -249,7 +251,7 @@ def mask_key(cfg: DictConfig, lang: str) -> Key:
     if method == "imp":  # IMP trains: it starts from the pretrained model and reads the train settings
         settings["train"] = _section(cfg, "train")
         settings["task"] = _plain(cfg.task)
-        settings["model"] = _plain(cfg.model)
+        settings["model"] = _section(cfg, "model")
         pretrain = pretrain_key(upstream(cfg, "train", lang=lang, seed=cfg.seed, mask="none"))
         ups: tuple[Key, ...] = (pretrain,) if pretrain is not None else ()
     else:
@@ -267,12 +269,12 @@ def _neuron_mask_key(cfg: DictConfig, lang: str, settings: dict[str, Any]) -> Ke
         settings["file_sha256"] = (
             file_digest(Path(file).expanduser()) if Path(file).expanduser().is_file() else "absent"
         )
-        settings["model"] = _plain(cfg.model)
+        settings["model"] = _section(cfg, "model")
         return Key("mask", fields, _canonical(settings), (), cfg)
     settings["pruning"]["languages"] = neuron_languages(cfg)
     model = neuron_model_key(cfg)
     if model is None:
-        settings["model"] = _plain(cfg.model)
+        settings["model"] = _section(cfg, "model")
     return Key("mask", fields, _canonical(settings), (model,) if model is not None else (), cfg)
 
 
@@ -316,7 +318,7 @@ def activations_key(cfg: DictConfig, lang: str) -> Key:
     }
     model = neuron_model_key(cfg)
     if model is None:
-        settings["model"] = _plain(cfg.model)
+        settings["model"] = _section(cfg, "model")
     fields = (
         ("model", str(cfg.model.name)),
         ("task", str(cfg.task.name)),

@@ -24,6 +24,7 @@ from torch import nn
 
 from xsub.mask import Mask, MaskError
 from xsub.model import Gates, attach_gates, config_hash, encoder_layers, gate_shape, get_gates
+from xsub.model.placement import execution_device, require_resident
 
 KeepMasks = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape, True = kept (CPU)
 MaskLike = Mask | Mapping[str, torch.Tensor]
@@ -111,9 +112,15 @@ def _zero(param: torch.Tensor, drop: torch.Tensor) -> None:
         param.masked_fill_(drop.to(param.device), 0)
 
 
+def _params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters a weight mask zeroes: resident ones (an offloaded weight has no values here)."""
+    require_resident(model, "a weight mask")
+    return dict(model.named_parameters())
+
+
 def apply_weight_mask(model: nn.Module, mask_weights: MaskLike) -> None:
     """Zero the masked weights in place (once; see `WeightMasker` to keep them zero while training)."""
-    params = dict(model.named_parameters())
+    params = _params(model)
     for name, keep in _keep_masks(params, mask_weights).items():
         _zero(params[name], ~keep)
 
@@ -121,7 +128,7 @@ def apply_weight_mask(model: nn.Module, mask_weights: MaskLike) -> None:
 @contextlib.contextmanager
 def weights_masked(model: nn.Module, mask_weights: MaskLike) -> Iterator[nn.Module]:
     """Evaluate a candidate mask without destroying the caller's weights: zero, yield, restore."""
-    params = dict(model.named_parameters())
+    params = _params(model)
     keep = _keep_masks(params, mask_weights)
     saved = {n: params[n].detach().clone() for n in keep}
     try:
@@ -157,7 +164,7 @@ class WeightMasker:
         zero_grad: bool = True,
         before_forward: bool = True,
     ) -> None:
-        params = dict(model.named_parameters())
+        params = _params(model)
         self.keep = _keep_masks(params, mask_weights)
         self._params = {n: params[n] for n in self.keep}
         self._drop: dict[str, torch.Tensor] = {n: ~k for n, k in self.keep.items()}
@@ -286,13 +293,10 @@ def units_fixed(model: nn.Module, units: torch.Tensor, values: torch.Tensor) -> 
         index = units[lm.index].nonzero().flatten()
         if index.numel():
             value = values[lm.index, index].float()
-            handles.append(lm.ffn_out.register_forward_pre_hook(partial(hold, index.to(_device(lm)), value)))
+            index = index.to(execution_device(lm.ffn_out))
+            handles.append(lm.ffn_out.register_forward_pre_hook(partial(hold, index, value)))
     try:
         yield model
     finally:
         for h in handles:
             h.remove()
-
-
-def _device(lm: Any) -> torch.device:
-    return next(lm.ffn_out.parameters()).device

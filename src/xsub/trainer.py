@@ -25,6 +25,7 @@ from xsub import precision as precision_rule
 from xsub import store
 from xsub.config import XsubError
 from xsub.metrics import IGNORE, TaskMetric
+from xsub.model.placement import place, require_resident
 from xsub.precision import pick_device
 from xsub.progress import progress
 
@@ -182,8 +183,8 @@ def fit(
     The best weights are loaded into `model` on return. `checkpoint` holds the per-epoch state (and
     its `best` child the best weights); a state of the same identity resumes after its last epoch.
     """
-    device = pick_device(train_cfg.device)
-    model.to(device)
+    require_resident(model, "training")
+    device = place(model, pick_device(train_cfg.device))
     optimizer = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr)
     steps_per_epoch = math.ceil(len(train_ds) / train_cfg.batch_size)
     total = steps_per_epoch * train_cfg.epochs

@@ -44,7 +44,8 @@ def pooled_hidden_states(model: nn.Module, batch: dict[str, Tensor], pooling: st
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
     out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
-    hidden = torch.stack(out.hidden_states).float()  # [L+1, B, T, d]
+    device = out.hidden_states[0].device  # layers may sit on several devices (model.device_map)
+    hidden = torch.stack([h.to(device) for h in out.hidden_states]).float()  # [L+1, B, T, d]
     if pooling == "first":
         return hidden[:, :, 0]
     mask = batch.get("attention_mask")

@@ -208,7 +208,7 @@ class Inputs:
     def model(self, task: str, seed: int) -> tuple[Any, Any]:
         """A fresh instance of the finetuned (model, task, seed) and its tokenizer, on the run's device;
         for language-neuron masks the model their neurons were scored on (`store.neuron_model_key`)."""
-        from xsub.model import load_finetuned, load_model
+        from xsub.model import load_finetuned, load_model, placement
 
         key = self.model_key(task, seed)
         kind = self.task(task).kind
@@ -218,7 +218,8 @@ class Inputs:
             if key is None:  # the released weights
                 cfg = self.task_cfg(task)
                 model, tokenizer = load_model(cfg.model, kind, cfg.task.num_labels, self.root, seed=0)
-                return model.to(self.device).eval(), tokenizer
+                self.device = placement.place(model, self.device)
+                return model.eval(), tokenizer
             kind, what = (
                 key.settings_dict()["task"]["kind"],
                 f"{self.model_name} trained on {key.field('task')}",
@@ -229,9 +230,11 @@ class Inputs:
                     f"analyse them on its language-modelling task ({key.field('task')}) or prune with "
                     "pruning.model=trained"
                 )
+        placing = placement.load_kwargs(self.task_cfg(task).model, self.root)
         with self.open(key, what) as directory:
-            model, tokenizer = load_finetuned(directory / "model", kind)
-        return model.to(self.device).eval(), tokenizer
+            model, tokenizer = load_finetuned(directory / "model", kind, placement=placing)
+        self.device = placement.place(model, self.device)  # a placed model's inputs go to its first device
+        return model.eval(), tokenizer
 
     def evaluation(self, task: str, seed: int, split: str) -> tuple[dict[str, Mask], Any, Any, dict]:
         """What a cross-language evaluation of one (task, seed) needs: every language's mask, the model

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from xsub.model import placement
 from xsub.model.arch import encoder_layers, gate_shape, kv_group_of_heads, num_kv_heads
 
 GATE_NAMES = ("head", "mlp", "mlp_units", "kv_group")
@@ -34,23 +35,24 @@ class Gates:
     cast to the activation's device and dtype inside the hook (bf16 autocast: the product is bf16,
     the gradient reaches the fp32 gate through the cast). Storage follows the hooked weights' device
     and dtype (after `model.to(...)`, the next forward moves it) unless it requires grad; then use
-    `to`. Modify gates with `set`, `reset` or in-place ops — writes via `.data` are not seen.
+    `to`. On a model accelerate spread over devices (`model.device_map`) the storage stays on
+    `home()`, the inputs' device. Modify gates with `set`, `reset` or in-place ops — writes via
+    `.data` are not seen.
     """
 
     def __init__(self, model: nn.Module, units: bool = False, groups: bool = False) -> None:
         self.model = model
         self.layers = encoder_layers(model)
         self.shape = gate_shape(model, self.layers)
-        w = self.layers[0].attn_out.weight
+        self._fixed_home = placement.dispatched(model)
+        like = {"device": self.home(), "dtype": self.layers[0].attn_out.weight.dtype}
         L, H, _, inter = self.shape
         with torch.inference_mode(False):  # normal tensors even if attached under inference_mode
             self._tensors: dict[str, torch.Tensor | None] = {
-                "head": torch.ones(L, H, device=w.device, dtype=w.dtype),
-                "mlp": torch.ones(L, device=w.device, dtype=w.dtype),
-                "mlp_units": torch.ones(L, inter, device=w.device, dtype=w.dtype) if units else None,
-                "kv_group": (
-                    torch.ones(L, num_kv_heads(model), device=w.device, dtype=w.dtype) if groups else None
-                ),
+                "head": torch.ones(L, H, **like),
+                "mlp": torch.ones(L, **like),
+                "mlp_units": torch.ones(L, inter, **like) if units else None,
+                "kv_group": torch.ones(L, num_kv_heads(model), **like) if groups else None,
             }
         self._group_index = torch.tensor(kv_group_of_heads(model))  # query head -> its KV group
         self._open_cache: dict[str, tuple[int, list[bool]]] = {}
@@ -156,10 +158,16 @@ class Gates:
         self._tensors[name] = moved.requires_grad_(t.requires_grad)  # type: ignore[union-attr]
         self._open_cache.pop(name, None)
 
+    def home(self) -> torch.device:
+        """Where the gate storage belongs: the hooked weights' device, or a placed model's input device."""
+        if self._fixed_home:
+            return placement.input_device(self.model)
+        return self.layers[0].attn_out.weight.device
+
     def _follow(self, name: str, module: nn.Module) -> None:
         """Keep a gate that needs no grad on the hooked weight's device and dtype (model.to/.double())."""
         t, w = self._tensors[name], module.weight
-        if t.requires_grad or not w.is_floating_point():  # type: ignore[union-attr]
+        if t.requires_grad or not w.is_floating_point() or self._fixed_home:  # type: ignore[union-attr]
             return  # a grad-tracked leaf is never replaced behind the caller's back; it is cast per use
         if t.device != w.device or t.dtype != w.dtype:  # type: ignore[union-attr]
             self._move(name, w.device, w.dtype)

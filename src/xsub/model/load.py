@@ -9,10 +9,13 @@ depends on, so a mask saved for one model is refused by another.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 import importlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from transformers import (
 from xsub import store
 from xsub.config import ConfigError
 from xsub.data.tokenizer import load_tokenizer
+from xsub.model import placement as placing
 from xsub.model.arch import gate_shape, is_decoder, model_family, num_kv_heads
 
 log = logging.getLogger(__name__)
@@ -82,20 +86,37 @@ def _head_kwargs(kind: str, num_labels: int | None) -> dict[str, Any]:
 
 
 def _from_pretrained(
-    source: str | Path, kind: str, num_labels: int | None, attn: str, seed: int, where: str
+    source: str | Path,
+    kind: str,
+    num_labels: int | None,
+    attn: str,
+    seed: int,
+    where: str,
+    placement: Mapping[str, Any] | None = None,
 ) -> PreTrainedModel:
+    """`placement`: `xsub.model.placement.load_kwargs` (accelerate's device_map), or None for the CPU."""
     config = AutoConfig.from_pretrained(str(source), **_head_kwargs(kind, num_labels))
     _check_kind(config, kind, where)
+    placed = dict(placement or {})
+    load = functools.partial(_auto_class(kind).from_pretrained, str(source), config=config, **placed)
     with torch.random.fork_rng(devices=[]):  # seeded init of new heads, caller's RNG untouched
         torch.manual_seed(seed)
         try:
-            model = _auto_class(kind).from_pretrained(str(source), config=config, attn_implementation=attn)
+            model = load(attn_implementation=attn)
         except ValueError as e:  # BLOOM and Gemma 2 have no sdpa path in transformers 5
             if attn != "sdpa" or "scaled_dot_product_attention" not in str(e):
                 raise
             log.info("%s: %s has no sdpa attention; using eager", where, config.model_type)
-            model = _auto_class(kind).from_pretrained(str(source), config=config, attn_implementation="eager")
+            model = load(attn_implementation="eager")
+    if placement:
+        log.info("%s placed by accelerate: %s", where, _placement_summary(model))
     return model.eval()
+
+
+def _placement_summary(model: PreTrainedModel) -> str:
+    device_map = getattr(model, "hf_device_map", None) or {"": "cpu"}
+    counts = collections.Counter(str(d) for d in device_map.values())
+    return ", ".join(f"{n} module(s) on {d}" for d, n in counts.items())
 
 
 def _load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
@@ -151,7 +172,8 @@ def _load_embedded(
         if (ckpt / "tokenizer_config.json").is_file():
             tok_dir = ckpt
         _require_tokenizer(tok_dir, model_cfg.name)
-        model = _from_pretrained(ckpt, kind, num_labels, attn, seed, f"model {model_cfg.name}")
+        placement = placing.load_kwargs(model_cfg, root)
+        model = _from_pretrained(ckpt, kind, num_labels, attn, seed, f"model {model_cfg.name}", placement)
         log.info("embedded model %s: encoder from %s", model_cfg.name, ckpt)
         return model, _load_tokenizer(tok_dir)
     _require_tokenizer(tok_dir, model_cfg.name)
@@ -246,7 +268,8 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model with a head for `kind` (classification | ner | mlm | clm) and its tokenizer, in eval mode.
 
-    `model_cfg` is a ModelConfig (dataclass or DictConfig). New heads are initialised from `seed`
+    `model_cfg` is a ModelConfig (dataclass or DictConfig); its `device_map` places the weights
+    (`xsub.model.placement`, then `placement.place` instead of `.to`). New heads are initialised from `seed`
     without disturbing the caller's RNG. `tokenizer_dir` overrides the embedded model's tokenizer
     directory (default: the synthetic data's); `checkpoint` is the embedded model's pretraining run
     (`xsub.store.pretrain_key`), when it has one.
@@ -260,6 +283,8 @@ def load_model(
         model, tokenizer = _load_embedded(
             model_cfg, kind, num_labels, Path(root), seed, tokenizer_dir, checkpoint
         )
+        if not model_cfg.pretrain_task:  # built from its config in memory
+            model = placing.dispatch(model, model_cfg, root)
     elif source in ("hub", "local", "package"):
         if not model_cfg.path:
             raise ConfigError(f"model {name}: source={source} needs model.path")
@@ -273,7 +298,8 @@ def load_model(
             directory = model_cfg.path
         try:
             tokenizer = _load_tokenizer(directory)  # first: fails fast, before the weights download
-            model = _from_pretrained(directory, kind, num_labels, attn, seed, where)
+            placement = placing.load_kwargs(model_cfg, root)
+            model = _from_pretrained(directory, kind, num_labels, attn, seed, where, placement)
         except OSError as e:
             if source != "hub":
                 raise
@@ -296,13 +322,14 @@ def _family_aliases(family: str) -> tuple[str, ...]:
 
 
 def load_finetuned(
-    directory: Path, kind: str, attn_implementation: str = "sdpa"
+    directory: Path, kind: str, attn_implementation: str = "sdpa", placement: Mapping[str, Any] | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer from a save_pretrained directory (the train stage's output), in eval mode."""
+    """Model and tokenizer from a save_pretrained directory (the train stage's output), in eval mode;
+    `placement` as `xsub.model.placement.load_kwargs` gives it (accelerate's device_map)."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ConfigError(f"no saved model at {directory}")
-    model = _from_pretrained(directory, kind, None, attn_implementation, 0, str(directory))
+    model = _from_pretrained(directory, kind, None, attn_implementation, 0, str(directory), placement)
     return model, _load_tokenizer(directory)
 
 

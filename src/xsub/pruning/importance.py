@@ -130,8 +130,8 @@ def _check_parts(gates: Gates, parts: Sequence[str]) -> tuple[str, ...]:
 
 
 def _gates_follow_model(gates: Gates) -> None:
-    """Gate storage on the hooked weights' device: a grad-tracked gate is never moved by the hooks."""
-    device = gates.layers[0].attn_out.weight.device
+    """Gate storage on its home device: a grad-tracked gate is never moved by the hooks."""
+    device = gates.home()
     if any(t.device != device for t in gates.tensors().values()):
         gates.to(device=device)
 

@@ -30,6 +30,7 @@ from torch import nn
 from xsub import store
 from xsub.mask import Mask, MaskMeta
 from xsub.model import config_hash, encoder_layers, gate_shape
+from xsub.model.placement import require_resident
 from xsub.subnetwork import KeepMasks, weights_masked
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,7 @@ def magnitude_prune(
     (per-matrix equal count, `seed`) and bad (inverted magnitude) masks match its size. `on_round`
     gets each round's history entry after the state is saved (a test kills the run there).
     """
+    require_resident(model, "magnitude pruning")
     params = prunable_weights(model)
     scores = magnitudes(params)
     settings = {

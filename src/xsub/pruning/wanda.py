@@ -24,6 +24,7 @@ from torch import nn
 
 from xsub.mask import Mask, MaskMeta
 from xsub.model import encoder_layers
+from xsub.model.placement import require_resident
 from xsub.pruning.magnitude import all_kept, sparsity, weight_mask
 from xsub.subnetwork import KeepMasks, weights_masked
 from xsub.trainer import autocast, hooked
@@ -58,7 +59,7 @@ def input_norms(
             x = args[0]
             tokens = keep.get("tokens")
             if tokens is not None and x.shape[:-1] == tokens.shape:
-                x = x[tokens]
+                x = x[tokens.to(x.device)]  # a layer may sit on another device (model.device_map)
             x = x.reshape(-1, x.shape[-1]).double()
             sums[name] += (x * x).sum(0).cpu()
 
@@ -103,6 +104,7 @@ def wanda_prune(
 
     Returns the mask and one history entry per layer (its sparsity). The model is unchanged on return.
     """
+    require_resident(model, "Wanda")
     layers = layer_linears(model)
     params = {n: m.weight for group in layers for n, m in group.items()}
     keep: KeepMasks = all_kept(params)

@@ -128,14 +128,15 @@ def _prune_language(cfg: DictConfig, lang: str) -> dict[str, Any]:
 def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
     """The finetuned model to prune (structured, magnitude, Wanda), on the run's device: the run
     trained on `lang` alone (`pruning.model_langs=own`) or on all languages (`all`)."""
-    from xsub.model import config_hash, load_finetuned
+    from xsub.model import config_hash, load_finetuned, placement
     from xsub.trainer import pick_device
 
     key = store.pruned_model_key(cfg, lang)
     on = key.field("langs")
+    placing = placement.load_kwargs(cfg.model, store.root(cfg))
     try:
         with job.read(key, f"finetuned {cfg.model.name} for task {cfg.task.name} on {on}") as directory:
-            model, tokenizer = load_finetuned(directory / "model", cfg.task.kind)
+            model, tokenizer = load_finetuned(directory / "model", cfg.task.kind, placement=placing)
     except store.Missing as err:
         if cfg.pruning.model_seed >= 0 or cfg.seed == 0:
             raise
@@ -145,8 +146,7 @@ def _finetuned(cfg: DictConfig, lang: str, meta: MaskMeta, job: store.Claim) -> 
     meta.config_hash = config_hash(model)
     meta.extra["finetuned"] = key.id
     meta.extra["model_langs"] = store.model_langs(cfg)
-    device = pick_device(cfg.train.device)
-    return model.to(device), tokenizer, device
+    return model, tokenizer, placement.place(model, pick_device(cfg.train.device))
 
 
 def _chance_guard(cfg: DictConfig, lang: str, loader) -> Any:
@@ -326,7 +326,7 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
 
 def _neuron_model(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[Any, Any, torch.device]:
     """The language model whose neurons are scored (`pruning.model`, `store.neuron_model_key`)."""
-    from xsub.model import config_hash, load_finetuned, load_model
+    from xsub.model import config_hash, load_finetuned, load_model, placement
     from xsub.trainer import pick_device
 
     key = store.neuron_model_key(cfg)
@@ -335,12 +335,12 @@ def _neuron_model(cfg: DictConfig, meta: MaskMeta, job: store.Claim) -> tuple[An
         meta.extra["scored_model"] = f"released {cfg.model.get('path') or cfg.model.name}"
     else:
         kind = key.settings_dict()["task"]["kind"]
+        placing = placement.load_kwargs(cfg.model, store.root(cfg))
         with job.read(key, f"{cfg.model.name} trained on {key.field('task')} (all languages)") as directory:
-            model, tokenizer = load_finetuned(directory / "model", kind)
+            model, tokenizer = load_finetuned(directory / "model", kind, placement=placing)
         meta.extra["scored_model"] = key.id
     meta.config_hash = config_hash(model)
-    device = pick_device(cfg.train.device)
-    return model.to(device), tokenizer, device
+    return model, tokenizer, placement.place(model, pick_device(cfg.train.device))
 
 
 def _corpus(cfg: DictConfig, lang: str, tokenizer) -> list[dict[str, Any]]:

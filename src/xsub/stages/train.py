@@ -55,7 +55,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
     from xsub.data.encode import encode
     from xsub.mask_sources import resolve
     from xsub.metrics import task_metric
-    from xsub.model import load_model, reinit_weights
+    from xsub.model import load_model, placement, reinit_weights
     from xsub.trainer import Collator, evaluate, fit, pick_device
 
     langs = selected_languages(cfg)
@@ -104,7 +104,7 @@ def _train(cfg: DictConfig, job: store.Claim) -> dict[str, Any]:
             on_epoch_end=lambda s: tracker.log({"epoch": s.epoch, **s.history[-1]}, step=s.step),
             on_step_end=lambda s: _snapshot(s.step, cfg, model, tokenizer, mask, fixed, partial),
         )
-        device = pick_device(cfg.train.device)
+        device = placement.place(model, pick_device(cfg.train.device))
         results: dict[str, Any] = {
             "metric": metric.name,
             "best_epoch": state.best_epoch,
