@@ -110,6 +110,16 @@ def test_placement_settings_are_checked_before_any_work() -> None:
     make_cfg("stage=analyze", "analysis=crosseval", *BASE, "lang=all", "model.device_map=auto")
 
 
+def test_training_an_offloaded_model_is_refused(tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "stage=train", *BASE, "lang=all", f"paths.artifacts={tmp_path}", "model.device_map=auto",
+        "model.max_memory={cpu:10000}",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^training reads or changes the weights"):
+        run_stage(cfg)
+    assert not store.find(tmp_path, "model")
+
+
 def test_prune_stage_on_an_offloaded_model_gives_the_same_mask(tmp_path: Path, caplog) -> None:
     root = str(tmp_path)
     run_stage(make_cfg("stage=train", *BASE, "lang=all", f"paths.artifacts={root}"))

@@ -284,7 +284,7 @@ def load_model(
             model_cfg, kind, num_labels, Path(root), seed, tokenizer_dir, checkpoint
         )
         if not model_cfg.pretrain_task:  # built from its config in memory
-            model = placing.dispatch(model, model_cfg, root)
+            model = placing.dispatch(model, model_cfg)
     elif source in ("hub", "local", "package"):
         if not model_cfg.path:
             raise ConfigError(f"model {name}: source={source} needs model.path")

@@ -65,9 +65,10 @@ def load_kwargs(model_cfg: Any, root: Path | None) -> dict[str, Any]:
     return kwargs
 
 
-def dispatch(model: nn.Module, model_cfg: Any, root: Path | None) -> nn.Module:
-    """Place a model built in memory (from a config) as `from_pretrained` would have placed it."""
-    kwargs = load_kwargs(model_cfg, root)
+def dispatch(model: nn.Module, model_cfg: Any) -> nn.Module:
+    """Spread a model built in memory from its config (to be trained) over the GPUs, as `from_pretrained`
+    would; such a model is trained, so nothing of it may be offloaded."""
+    kwargs = load_kwargs(model_cfg, None)
     if not kwargs:
         return model
     from accelerate import dispatch_model, infer_auto_device_map
@@ -83,9 +84,12 @@ def dispatch(model: nn.Module, model_cfg: Any, root: Path | None) -> nn.Module:
             low_zero=kwargs["device_map"] == "balanced_low_0",
         )
     device_map = infer_auto_device_map(model, max_memory=caps, no_split_module_classes=no_split)
-    if set(device_map.values()) <= {"cpu"}:
+    devices = set(device_map.values())
+    if devices <= {"cpu"}:
         return model  # nothing to spread: the model stays where it is, as from_pretrained leaves it
-    return dispatch_model(model, device_map=device_map, offload_dir=kwargs.get("offload_folder"))
+    if devices & {"cpu", "disk"}:
+        raise _not_resident("training")
+    return dispatch_model(model, device_map=device_map)
 
 
 def dispatched(model: nn.Module) -> bool:
@@ -101,11 +105,15 @@ def offloaded(model: nn.Module) -> bool:
 def require_resident(model: nn.Module, what: str) -> None:
     """One line, instead of an error deep in torch, when `what` needs weights that were offloaded."""
     if offloaded(model):
-        raise ConfigError(
-            f"{what} reads or changes the weights, but model.device_map left some in CPU memory or on "
-            "disk; give the GPUs room for the whole model (model.max_memory, more GPUs) or drop "
-            "model.device_map"
-        )
+        raise _not_resident(what)
+
+
+def _not_resident(what: str) -> ConfigError:
+    return ConfigError(
+        f"{what} reads or changes the weights, but model.device_map leaves some in CPU memory or on "
+        "disk; give the GPUs room for the whole model (model.max_memory, more GPUs) or drop "
+        "model.device_map"
+    )
 
 
 def execution_device(module: nn.Module) -> torch.device:
