@@ -13,4 +13,6 @@ t $PY -m xsub stage=train task=synth-mlm lang=all paths.artifacts="$A" train.pro
 t $PY -m xsub stage=train task=synth-cls lang=all paths.artifacts="$A" train.progress=false
 t $PY -m xsub stage=prune task=synth-cls lang=all pruning=wanda paths.artifacts="$A"
 t $PY -m xsub stage=analyze task=synth-cls lang=all pruning=wanda analysis=crosseval paths.artifacts="$A"
-t $PY -m xsub stage=prune task=synth-cls lang="$IMP_LANGS" pruning=imp paths.artifacts="$A" train.progress=false
+# 20 epochs per segment: one language's 125 steps an epoch leave the 2/3 plateau late (docs/methods.md §7)
+t $PY -m xsub stage=prune task=synth-cls lang="$IMP_LANGS" pruning=imp pruning.imp_epochs=20 paths.artifacts="$A" \
+  train.progress=false

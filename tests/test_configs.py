@@ -276,6 +276,7 @@ BAD = {
     "pruning.weight_fraction_per_round": "1.0",
     "pruning.weight_rounds": "0",
     "pruning.imp_prune_every": "-1",
+    "pruning.imp_epochs": "-1",
     "pruning.imp_final_sparsity": "1.0",
     "pruning.imp_rate": "0",
     "pruning.sparsity": "1.0",

@@ -78,3 +78,21 @@ def test_stage_records_the_ticket_beside_the_full_model(finetuned_root, capsys):
     assert history["events"][0]["trained_at_sparsity"] == 0.0  # the first segment: the dense model
     table = prune_stage.results_table(cfg, {"xsov": res})
     assert f"{ticket['full_model']:.4f} -> {ticket['ticket']:.4f}" in table and "lottery-ticket" in table
+
+
+def test_imp_epochs_sets_every_segment_and_the_ticket(finetuned_root, monkeypatch):
+    import xsub.trainer
+
+    base = ["stage=prune", "task=synth-cls", "debug=tiny", "lang=xsvo", "pruning=imp"]
+    args = [*base, "pruning.imp_final_sparsity=0.1", f"paths.artifacts={finetuned_root}"]
+    cfg = make_cfg(*args, "pruning.imp_epochs=2")
+    assert store.mask_key(cfg, "xsvo").id != store.mask_key(make_cfg(*args), "xsvo").id
+    epochs, real = [], xsub.trainer.fit
+
+    def fit(model, *args, **kwargs):
+        epochs.append(args[4].epochs)  # the segment's train config
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(xsub.trainer, "fit", fit)
+    run_stage(cfg)
+    assert cfg.train.epochs == 1 and epochs == [2, 2]  # one event's segment, then the ticket

@@ -249,7 +249,8 @@ class ImpPruning(PruningBase):
     model_langs: ModelLangs = ModelLangs.own  # Foroutan et al. 2022 trained on one language
     imp_rate: float = 0.1  # share of the ORIGINAL prunable weights removed per event (their p = 10%)
     imp_final_sparsity: float = 0.5  # the ticket's sparsity: events = final / rate (their main level)
-    imp_prune_every: int = 0  # optimiser steps of training before each event (0 = train.epochs epochs)
+    imp_prune_every: int = 0  # optimiser steps of training before each event (0 = imp_epochs epochs)
+    imp_epochs: int = 0  # epochs of each segment and of the ticket's retraining (0 = train.epochs)
     imp_weight_init: WeightInit = WeightInit.pre  # pre (pretrained) | rand (re-initialised, seeded)
     imp_retrain: bool = True  # retrain the final ticket from the rewind point and record its score
 
@@ -757,7 +758,8 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
         "in (0, 1) (a share of the remaining weights)",
     ),
     ("pruning.weight_rounds", lambda v: v >= 1, ">= 1"),
-    ("pruning.imp_prune_every", lambda v: v >= 0, ">= 0 (0 = once per epoch)"),
+    ("pruning.imp_prune_every", lambda v: v >= 0, ">= 0 (0 = one full finetuning per segment)"),
+    ("pruning.imp_epochs", lambda v: v >= 0, ">= 0 (0 = train.epochs)"),
     ("pruning.imp_final_sparsity", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("pruning.imp_rate", lambda v: 0 < v < 1, "in (0, 1) (a share of the original weights per event)"),
     ("pruning.sparsity", lambda v: 0 <= v < 1, "in [0, 1) (a share of each output row)"),

@@ -286,8 +286,10 @@ def _imp(cfg, lang, meta, job, checkpoint, tracker) -> dict[str, Any]:
     events = imp_num_events(cfg.pruning)
 
     def train_fn(m, seg: Segment) -> float | None:
-        # one full finetuning per segment (train.epochs; Foroutan et al.: 3 epochs), or seg.steps steps
-        epochs = -(-seg.steps // steps_per_epoch) if seg.steps else cfg.train.epochs
+        # one full finetuning per segment (pruning.imp_epochs or train.epochs; Foroutan et al.: 3 epochs),
+        # or seg.steps steps
+        full = int(cfg.pruning.imp_epochs) or cfg.train.epochs
+        epochs = -(-seg.steps // steps_per_epoch) if seg.steps else full
         seg_cfg = OmegaConf.merge(cfg.train, {"epochs": epochs, "patience": 0, "max_steps": seg.steps or 0})
         name = "ticket" if seg.index == events else f"seg{seg.index}"
         state = fit(
